@@ -1,0 +1,127 @@
+package unionfs
+
+import (
+	"strconv"
+
+	"github.com/dgraph-io/ristretto/v2"
+	"github.com/unionmount/unionmount/whiteout"
+	"golang.org/x/sys/unix"
+)
+
+// lookupCache holds immutable facts of lower-layer directories: each
+// directory's name table (visible entries, deleted names, opacity). Lower
+// layers do not change while mounted, so an entry never goes stale; it is
+// a hint all the same: ristretto may drop or refuse any Set, and a miss
+// reads the directory again.
+type lookupCache struct {
+	c *ristretto.Cache[string, *dirTable]
+}
+
+// dirTable is one lower directory, classified.
+type dirTable struct {
+	entries []rawDirent
+	deleted []string
+	index   map[string]int      // name -> position in entries
+	gone    map[string]struct{} // names this directory deletes
+	opacity whiteout.Opacity    // from its xattrs and a ".wh..wh..opq" inside
+}
+
+func newLookupCache(maxEntries int64) (*lookupCache, error) {
+	if maxEntries <= 0 {
+		return nil, nil
+	}
+	c, err := ristretto.NewCache(&ristretto.Config[string, *dirTable]{
+		NumCounters:        max(maxEntries, 1<<12),
+		MaxCost:            maxEntries,
+		BufferItems:        64,
+		IgnoreInternalCost: true,
+	})
+	if err != nil {
+		return nil, err
+	}
+	return &lookupCache{c: c}, nil
+}
+
+func cacheKey(l *layer, rel string) string {
+	return strconv.Itoa(l.index) + "\x00" + rel
+}
+
+// table returns the classified directory rel of lower layer l.
+func (c *lookupCache) table(u *unionFS, l *layer, rel string) (*dirTable, error) {
+	key := cacheKey(l, rel)
+	if t, ok := c.c.Get(key); ok {
+		return t, nil
+	}
+	path := l.path
+	if rel != "" {
+		path += "/" + rel
+	}
+	t := &dirTable{opacity: xattrOpacity(path)}
+	var err error
+	t.entries, t.deleted, err = classifyLayerDir(l, layerDir{layer: l.index, xwh: t.opacity == whiteout.XattrWhiteouts}, rel)
+	if err != nil {
+		return nil, err
+	}
+	var st unix.Stat_t
+	if t.opacity != whiteout.Opaque && unix.Fstatat(l.fd, join(rel, whiteout.OpaqueFile), &st, unix.AT_SYMLINK_NOFOLLOW) == nil {
+		t.opacity = whiteout.Opaque
+	}
+	t.index = make(map[string]int, len(t.entries))
+	for i, e := range t.entries {
+		t.index[e.name] = i
+	}
+	t.gone = make(map[string]struct{}, len(t.deleted))
+	for _, name := range t.deleted {
+		t.gone[name] = struct{}{}
+	}
+	c.c.Set(key, t, int64(len(t.entries)+len(t.deleted)+1))
+	return t, nil
+}
+
+// probe is unionFS.probe served from the name table.
+func (c *lookupCache) probe(u *unionFS, l *layer, d layerDir, rel, name string, st *unix.Stat_t) (probe, error) {
+	t, err := c.table(u, l, rel)
+	if err != nil {
+		if isNotExist(err) {
+			return probeAbsent, nil
+		}
+		return probeAbsent, err
+	}
+	if _, ok := t.index[name]; ok {
+		if err := unix.Fstatat(l.fd, join(rel, name), st, unix.AT_SYMLINK_NOFOLLOW); err != nil {
+			return probeAbsent, err
+		}
+		return probeFound, nil
+	}
+	if _, ok := t.gone[name]; ok {
+		return probeWhiteout, nil
+	}
+	return probeAbsent, nil
+}
+
+// opacity is unionFS.opacity served from the name tables.
+func (c *lookupCache) opacity(u *unionFS, l *layer, rel string) whiteout.Opacity {
+	t, err := c.table(u, l, rel)
+	if err != nil {
+		prel, name := split(rel)
+		return u.opacityDirect(l, prel, name)
+	}
+	if t.opacity == whiteout.Opaque || rel == "" {
+		return t.opacity
+	}
+	// AUFS: ".wh.NAME" beside a directory NAME of the same layer hides
+	// the layers below.
+	prel, name := split(rel)
+	if pt, err := c.table(u, l, prel); err == nil {
+		if _, ok := pt.gone[name]; ok {
+			return whiteout.Opaque
+		}
+	}
+	return t.opacity
+}
+
+func (c *lookupCache) close() {
+	if c != nil {
+		c.c.Close()
+	}
+}

@@ -1,0 +1,129 @@
+package unionfs
+
+import (
+	"context"
+	"sync"
+	"syscall"
+
+	"github.com/hanwen/go-fuse/v2/fs"
+	"github.com/hanwen/go-fuse/v2/fuse"
+	"golang.org/x/sys/unix"
+)
+
+// dirHandle is an open merged directory: one merged listing per opendir,
+// rebuilt on a seek to 0. Offsets are positions in the listing, so they
+// stay valid for the life of the handle.
+type dirHandle struct {
+	n *node
+
+	mu      sync.Mutex
+	entries []mergedEntry // guarded by mu
+	loaded  bool          // guarded by mu
+	pos     int           // next entry; 0 and 1 are "." and ".."; guarded by mu
+	rel     string        // path when listed; guarded by mu
+}
+
+var _ = (fs.NodeOpendirHandler)((*node)(nil))
+
+func (n *node) OpendirHandle(ctx context.Context, flags uint32) (fs.FileHandle, uint32, syscall.Errno) {
+	h := &dirHandle{n: n}
+	if errno := h.load(); errno != 0 {
+		return nil, 0, errno
+	}
+	return h, fuse.FOPEN_CACHE_DIR | fuse.FOPEN_KEEP_CACHE, 0
+}
+
+// load builds the merged listing. Preconditions: h.mu held or h not shared.
+func (h *dirHandle) load() syscall.Errno {
+	n := h.n
+	_, dirs, rel := n.state()
+	entries, err := n.u.merge(dirs, rel)
+	if err != nil {
+		return n.u.errno("readdir", rel, err)
+	}
+	for i := range entries {
+		e := &entries[i]
+		if e.shadowed {
+			// A copied-up entry reports its origin's number (ovl_cache_update_ino).
+			if ino, ok := n.u.readOrigin(join(rel, e.name)); ok {
+				e.ino = ino
+			}
+		}
+	}
+	h.entries, h.loaded, h.pos, h.rel = entries, true, 0, rel
+	return 0
+}
+
+var _ = (fs.FileReaddirenter)((*dirHandle)(nil))
+
+func (h *dirHandle) Readdirent(ctx context.Context) (*fuse.DirEntry, syscall.Errno) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if !h.loaded {
+		if errno := h.load(); errno != 0 {
+			return nil, errno
+		}
+	}
+	pos := h.pos
+	switch {
+	case pos == 0:
+		h.pos++
+		return &fuse.DirEntry{Name: ".", Mode: unix.S_IFDIR, Ino: h.n.StableAttr().Ino, Off: 1}, 0
+	case pos == 1:
+		h.pos++
+		ino := uint64(1)
+		if _, p := h.n.Parent(); p != nil {
+			ino = p.StableAttr().Ino
+		}
+		return &fuse.DirEntry{Name: "..", Mode: unix.S_IFDIR, Ino: ino, Off: 2}, 0
+	case pos-2 < len(h.entries):
+		e := &h.entries[pos-2]
+		h.pos++
+		return &fuse.DirEntry{Name: e.name, Mode: e.mode, Ino: e.ino, Off: uint64(pos + 1)}, 0
+	}
+	return nil, 0
+}
+
+var _ = (fs.FileSeekdirer)((*dirHandle)(nil))
+
+func (h *dirHandle) Seekdir(ctx context.Context, off uint64) syscall.Errno {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if off == 0 {
+		h.loaded = false // rewinddir sees changes, as getdents on a fresh open would
+		h.pos = 0
+		return 0
+	}
+	h.pos = int(off)
+	return 0
+}
+
+var _ = (fs.FileLookuper)((*dirHandle)(nil))
+
+// Lookup serves READDIRPLUS: the name is one this handle just listed.
+func (h *dirHandle) Lookup(ctx context.Context, name string, out *fuse.EntryOut) (*fs.Inode, syscall.Errno) {
+	return h.n.Lookup(ctx, name, out)
+}
+
+var _ = (fs.FileReleasedirer)((*dirHandle)(nil))
+
+func (h *dirHandle) Releasedir(ctx context.Context, releaseFlags uint32) {}
+
+var _ = (fs.FileFsyncdirer)((*dirHandle)(nil))
+
+func (h *dirHandle) Fsyncdir(ctx context.Context, flags uint32) syscall.Errno {
+	n := h.n
+	if !n.isUpper() {
+		return 0
+	}
+	_, _, rel := n.state()
+	fd, err := n.u.layers[0].openDir(rel, unix.O_RDONLY)
+	if err != nil {
+		return n.u.errno("fsyncdir", rel, err)
+	}
+	defer unix.Close(fd)
+	if err := unix.Fsync(fd); err != nil {
+		return n.u.errno("fsyncdir", rel, err)
+	}
+	return 0
+}

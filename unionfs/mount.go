@@ -1,0 +1,207 @@
+package unionfs
+
+import (
+	"errors"
+	"fmt"
+	"log"
+	"os"
+	"time"
+
+	"github.com/hanwen/go-fuse/v2/fs"
+	"github.com/hanwen/go-fuse/v2/fuse"
+	"github.com/unionmount/unionmount/copyup"
+	"github.com/unionmount/unionmount/whiteout"
+	"golang.org/x/sys/unix"
+)
+
+// unionFS is one mounted union: its layers and the state shared by nodes.
+type unionFS struct {
+	opts     Options
+	layers   []*layer // layers[0] is the upper when hasUpper
+	hasUpper bool
+	work     int // fd of <workdir>/work, on the upper's filesystem
+	format   whiteout.Format
+	// originXattr persists a copied-up entry's inode number in the upper.
+	originXattr string
+	inos        *inoMapper
+	ids         idMapper
+	cache       *lookupCache // nil when disabled
+	root        *node
+	log         *log.Logger
+}
+
+func (u *unionFS) rootInode() *fs.Inode { return &u.root.Inode }
+
+// WorkSubdir is the directory we use inside the workdir (the kernel's name,
+// so either one cleans the other's leftovers).
+const WorkSubdir = "work"
+
+func newUnion(opts Options) (u *unionFS, err error) {
+	if len(opts.Lowers) == 0 {
+		return nil, errors.New("no lower layer: give at least one")
+	}
+	if opts.Upper != "" && opts.Workdir == "" {
+		return nil, errors.New("an upper layer needs a workdir on the same filesystem")
+	}
+	u = &unionFS{opts: opts, work: -1, log: opts.Logger}
+	if u.log == nil {
+		u.log = log.New(os.Stderr, "unionmount: ", 0)
+	}
+	defer func() {
+		if err != nil {
+			u.close()
+		}
+	}()
+	if opts.Upper != "" {
+		l, err := openLayer(0, opts.Upper, true)
+		if err != nil {
+			return nil, err
+		}
+		u.layers = append(u.layers, l)
+		u.hasUpper = true
+	}
+	for _, p := range opts.Lowers {
+		l, err := openLayer(len(u.layers), p, false)
+		if err != nil {
+			return nil, err
+		}
+		u.layers = append(u.layers, l)
+	}
+	u.inos = newInoMapper(u.layers[0].dev)
+	u.ids = idMapper{uids: opts.UIDMap, gids: opts.GIDMap, squashUID: opts.SquashUID, squashGID: opts.SquashGID}
+	if opts.SquashUID == 0 && opts.SquashGID == 0 && len(opts.UIDMap) == 0 && len(opts.GIDMap) == 0 {
+		// Options{} zero value means "no squash".
+		u.ids.squashUID, u.ids.squashGID = -1, -1
+	}
+	u.format = whiteout.Format{Rootless: opts.Rootless}
+	if u.hasUpper {
+		if err := u.openWork(); err != nil {
+			return nil, err
+		}
+	}
+	u.originXattr = "trusted.unionmount.origin"
+	if u.format.Rootless {
+		u.originXattr = "user.unionmount.origin"
+	}
+	if u.cache, err = newLookupCache(opts.LookupCacheEntries); err != nil {
+		return nil, err
+	}
+	var dirs []layerDir
+	for _, l := range u.layers {
+		dirs = append(dirs, layerDir{layer: l.index, xwh: xattrOpacity(l.path) == whiteout.XattrWhiteouts})
+	}
+	u.root = u.newNode(0, dirs)
+	return u, nil
+}
+
+// openWork prepares <workdir>/work: same filesystem as the upper, emptied
+// of what an interrupted operation left, and probes whether trusted.*
+// xattrs can be written (not as a user or in a user namespace).
+func (u *unionFS) openWork() error {
+	wd := u.opts.Workdir
+	var st unix.Stat_t
+	if err := unix.Stat(wd, &st); err != nil {
+		return fmt.Errorf("workdir %q: %w", wd, err)
+	}
+	if st.Dev != u.layers[0].dev {
+		return fmt.Errorf("workdir %q is not on the upper's filesystem: put it beside the upper", wd)
+	}
+	p := wd + "/" + WorkSubdir
+	if err := unix.Mkdir(p, 0o700); err != nil && !errors.Is(err, unix.EEXIST) {
+		return fmt.Errorf("create %q: %w", p, err)
+	}
+	fd, err := unix.Open(p, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return fmt.Errorf("open %q: %w", p, err)
+	}
+	u.work = fd
+	if err := copyup.CleanWorkdir(fd); err != nil {
+		return fmt.Errorf("clean workdir %q: %w", p, err)
+	}
+	entries, err := readLayerDir(&layer{fd: fd}, "")
+	if err != nil {
+		return fmt.Errorf("clean workdir %q: %w", p, err)
+	}
+	for _, e := range entries {
+		if err := removeAllAt(fd, e.name); err != nil {
+			return fmt.Errorf("clean workdir %q: %w", p, err)
+		}
+	}
+	if !u.format.Rootless {
+		if err := unix.Fsetxattr(fd, "trusted.unionmount.probe", []byte("1"), 0); err != nil {
+			u.format.Rootless = true
+		} else {
+			unix.Fremovexattr(fd, "trusted.unionmount.probe")
+		}
+	}
+	return nil
+}
+
+func (u *unionFS) close() {
+	for _, l := range u.layers {
+		unix.Close(l.fd)
+	}
+	if u.work >= 0 {
+		unix.Close(u.work)
+	}
+	u.cache.close()
+}
+
+// Mount mounts the union described by opts at mountpoint and starts
+// serving it. The returned server's Wait returns once it is unmounted.
+func Mount(mountpoint string, opts Options) (*fuse.Server, error) {
+	u, err := newUnion(opts)
+	if err != nil {
+		return nil, err
+	}
+	// Modes come from the caller with its umask already applied.
+	unix.Umask(0)
+
+	var rootSt unix.Stat_t
+	if err := unix.Fstat(u.layers[0].fd, &rootSt); err != nil {
+		u.close()
+		return nil, err
+	}
+	name := opts.FsName
+	if name == "" {
+		name = "unionmount"
+	}
+	mo := fuse.MountOptions{
+		AllowOther:           opts.AllowOther,
+		FsName:               name,
+		Name:                 "unionmount",
+		Options:              []string{"default_permissions"},
+		MaxWrite:             1 << 20,
+		MaxBackground:        64,
+		EnableSymlinkCaching: true,
+		EnableAcl:            true,
+		DirectMount:          opts.DirectMount,
+		Debug:                opts.Debug,
+		Logger:               u.log,
+	}
+	if !u.hasUpper {
+		mo.Options = append(mo.Options, "ro")
+	}
+	entry, attr, neg := opts.EntryTimeout, opts.AttrTimeout, opts.NegativeTimeout
+	fsopts := &fs.Options{
+		MountOptions:    mo,
+		EntryTimeout:    &entry,
+		AttrTimeout:     &attr,
+		NegativeTimeout: &neg,
+		RootStableAttr:  &fs.StableAttr{Ino: u.inos.ino(rootSt.Dev, rootSt.Ino)},
+		Logger:          u.log,
+	}
+	srv, err := fs.Mount(mountpoint, u.root, fsopts)
+	if err != nil {
+		u.close()
+		return nil, fmt.Errorf("mount %q: %w", mountpoint, err)
+	}
+	go func() {
+		srv.Wait()
+		u.close()
+	}()
+	return srv, nil
+}
+
+// DefaultTimeout is the kernel cache timeout the command line uses.
+const DefaultTimeout = time.Hour

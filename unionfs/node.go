@@ -1,0 +1,230 @@
+package unionfs
+
+import (
+	"context"
+	"encoding/binary"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"unsafe"
+
+	"github.com/hanwen/go-fuse/v2/fs"
+	"github.com/hanwen/go-fuse/v2/fuse"
+	"github.com/unionmount/unionmount/whiteout"
+	"golang.org/x/sys/unix"
+)
+
+// node is one merged path of the union. The go-fuse Inode tree gives its
+// current path (renames move it); mu guards what the layers hold there.
+//
+// Lock order: copyMu of a node, then (after its parent's copy-up finished)
+// mu. No goroutine holds two nodes' mu at once.
+type node struct {
+	fs.Inode
+	u *unionFS
+
+	// copyMu serialises copy-up of this node; concurrent openers wait.
+	copyMu sync.Mutex
+
+	mu sync.Mutex
+	// top is the layer of the topmost entry (0 = upper when the mount has
+	// one). Guarded by mu.
+	top int
+	// dirs are the layers merged for a directory, top first. Guarded by mu.
+	dirs []layerDir
+
+	// copiedUp becomes true when the node moves to the upper, so handles
+	// opened on a lower file switch to the copy.
+	copiedUp atomic.Bool
+	// unlinked: the last name is gone; fstat reports nlink 0.
+	unlinked atomic.Bool
+	// caps caches whether the file has security.capability (the kernel asks
+	// before every write): 0 unknown, 1 absent, 2 present.
+	caps atomic.Int32
+}
+
+func (u *unionFS) newNode(top int, dirs []layerDir) *node {
+	n := &node{u: u, top: top, dirs: dirs}
+	if u.hasUpper && top == 0 {
+		n.copiedUp.Store(true)
+	}
+	return n
+}
+
+// state returns a consistent snapshot of the node's layers and its path.
+func (n *node) state() (top int, dirs []layerDir, rel string) {
+	rel = n.rel()
+	n.mu.Lock()
+	top, dirs = n.top, n.dirs
+	n.mu.Unlock()
+	return
+}
+
+func (n *node) rel() string { return n.Path(n.u.rootInode()) }
+
+func (n *node) isUpper() bool { return n.copiedUp.Load() }
+
+// setState records a new resolution (after lookup, copy-up or a change).
+func (n *node) setState(top int, dirs []layerDir) {
+	n.mu.Lock()
+	n.top, n.dirs = top, dirs
+	n.mu.Unlock()
+	if n.u.hasUpper && top == 0 {
+		n.copiedUp.Store(true)
+	}
+}
+
+// lowerDirs returns the lower layers of a merged directory (without the upper).
+func (u *unionFS) lowerDirs(dirs []layerDir) []layerDir {
+	if u.hasUpper && len(dirs) > 0 && dirs[0].layer == 0 {
+		return dirs[1:]
+	}
+	return dirs
+}
+
+// inoOf is the inode number of a resolved entry: the origin's number for an
+// upper entry that was copied up (persisted in an xattr), else the number
+// of the topmost entry.
+func (u *unionFS) inoOf(res *resolution, rel string) uint64 {
+	if res.upper(u) && (res.st.Mode&unix.S_IFMT != unix.S_IFDIR || len(res.dirs) > 1) {
+		if ino, ok := u.readOrigin(rel); ok {
+			return ino
+		}
+	}
+	return u.inos.ino(res.st.Dev, res.st.Ino)
+}
+
+func (u *unionFS) readOrigin(rel string) (uint64, bool) {
+	var buf [8]byte
+	n, err := unix.Lgetxattr(u.layers[0].path+"/"+rel, u.originXattr, buf[:])
+	if err != nil || n != 8 {
+		return 0, false
+	}
+	return binary.LittleEndian.Uint64(buf[:]), true
+}
+
+func originValue(ino uint64) []byte {
+	var buf [8]byte
+	binary.LittleEndian.PutUint64(buf[:], ino)
+	return buf[:]
+}
+
+// fillAttr converts a layer's stat into what the mount reports.
+func (u *unionFS) fillAttr(st *unix.Stat_t, ino uint64, merged bool, out *fuse.Attr) {
+	out.FromStat((*syscall.Stat_t)(unsafe.Pointer(st)))
+	out.Ino = ino
+	if merged && st.Mode&unix.S_IFMT == unix.S_IFDIR {
+		// ovl_getattr: counting subdirectories of a merged dir is not
+		// worth it; nlink 1 pacifies find.
+		out.Nlink = 1
+	}
+	u.ids.toMount(out)
+}
+
+func (n *node) merged() bool {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	return len(n.dirs) > 1
+}
+
+var _ = (fs.NodeLookuper)((*node)(nil))
+
+func (n *node) Lookup(ctx context.Context, name string, out *fuse.EntryOut) (*fs.Inode, syscall.Errno) {
+	if whiteout.Hidden(name) {
+		return nil, syscall.ENOENT
+	}
+	if len(name) > 255 {
+		return nil, syscall.ENAMETOOLONG
+	}
+	_, dirs, rel := n.state()
+	res, found, err := n.u.resolve(dirs, rel, name)
+	if err != nil {
+		return nil, n.u.errno("lookup", join(rel, name), err)
+	}
+	if !found {
+		return nil, syscall.ENOENT
+	}
+	return n.u.childInode(ctx, &n.Inode, join(rel, name), &res, out), 0
+}
+
+// childInode returns the Inode for a resolved entry, reusing the existing
+// one when go-fuse already knows the (mode, ino) pair and refreshing its
+// layer state.
+func (u *unionFS) childInode(ctx context.Context, parent *fs.Inode, rel string, res *resolution, out *fuse.EntryOut) *fs.Inode {
+	ino := u.inoOf(res, rel)
+	child := u.newNode(res.top, res.dirs)
+	ch := parent.NewInode(ctx, child, fs.StableAttr{Mode: res.st.Mode & unix.S_IFMT, Ino: ino})
+	if existing, ok := ch.Operations().(*node); ok && existing != child {
+		existing.setState(res.top, res.dirs)
+		existing.unlinked.Store(false)
+	}
+	u.fillAttr(&res.st, ino, len(res.dirs) > 1, &out.Attr)
+	out.SetEntryTimeout(u.opts.EntryTimeout)
+	out.SetAttrTimeout(u.opts.AttrTimeout)
+	return ch
+}
+
+// topStat lstats the node's topmost entry.
+func (n *node) topStat(st *unix.Stat_t) (top int, rel string, err error) {
+	top, _, rel = n.state()
+	err = n.u.layers[top].lstat(rel, st)
+	return top, rel, err
+}
+
+var _ = (fs.NodeGetattrer)((*node)(nil))
+
+func (n *node) Getattr(ctx context.Context, f fs.FileHandle, out *fuse.AttrOut) syscall.Errno {
+	var st unix.Stat_t
+	if h, ok := f.(*fileHandle); ok {
+		if err := h.fstat(&st); err != nil {
+			return n.u.errno("fstat", "", err)
+		}
+	} else if _, rel, err := n.topStat(&st); err != nil {
+		return n.u.errno("stat", rel, err)
+	}
+	n.u.fillAttr(&st, n.StableAttr().Ino, n.merged(), &out.Attr)
+	if n.unlinked.Load() && st.Mode&unix.S_IFMT != unix.S_IFDIR {
+		out.Nlink = 0
+	}
+	out.SetTimeout(n.u.opts.AttrTimeout)
+	return 0
+}
+
+var _ = (fs.NodeReadlinker)((*node)(nil))
+
+func (n *node) Readlink(ctx context.Context) ([]byte, syscall.Errno) {
+	top, _, rel := n.state()
+	buf := make([]byte, 4096)
+	for {
+		sz, err := unix.Readlinkat(n.u.layers[top].fd, rel2at(rel), buf)
+		if err != nil {
+			return nil, n.u.errno("readlink", rel, err)
+		}
+		if sz < len(buf) {
+			return buf[:sz], 0
+		}
+		buf = make([]byte, 2*len(buf))
+	}
+}
+
+var _ = (fs.NodeStatfser)((*node)(nil))
+
+func (n *node) Statfs(ctx context.Context, out *fuse.StatfsOut) syscall.Errno {
+	var st unix.Statfs_t
+	if err := unix.Fstatfs(n.u.layers[0].fd, &st); err != nil {
+		return n.u.errno("statfs", "", err)
+	}
+	out.FromStatfsT((*syscall.Statfs_t)(unsafe.Pointer(&st)))
+	return 0
+}
+
+var _ = (fs.NodeAccesser)((*node)(nil))
+
+// Access is only asked for when default_permissions is off; the kernel
+// checks the attributes we report. Refuse writes on a read-only mount.
+func (n *node) Access(ctx context.Context, mask uint32) syscall.Errno {
+	if mask&unix.W_OK != 0 && !n.u.hasUpper {
+		return syscall.EROFS
+	}
+	return 0
+}

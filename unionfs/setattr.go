@@ -1,0 +1,94 @@
+package unionfs
+
+import (
+	"context"
+	"syscall"
+
+	"github.com/hanwen/go-fuse/v2/fs"
+	"github.com/hanwen/go-fuse/v2/fuse"
+	"golang.org/x/sys/unix"
+)
+
+var _ = (fs.NodeSetattrer)((*node)(nil))
+
+// Setattr copies up, then changes owner, mode, size and times in that
+// order: chown clears setuid, so an explicit mode must come after it, and
+// truncation must come before explicit times.
+func (n *node) Setattr(ctx context.Context, f fs.FileHandle, in *fuse.SetAttrIn, out *fuse.AttrOut) syscall.Errno {
+	u := n.u
+	size, hasSize := in.GetSize()
+	if err := u.copyUp(n, hasSize && size == 0); err != nil {
+		return u.errno("copy up for setattr", n.rel(), err)
+	}
+	rel := n.rel()
+	l := u.layers[0]
+	prel, name := split(rel)
+	dfd, err := l.openDir(prel, unix.O_PATH)
+	if err != nil {
+		return u.errno("setattr", rel, err)
+	}
+	defer unix.Close(dfd)
+	if rel == "" {
+		name = "."
+	}
+
+	uid, uok := in.GetUID()
+	gid, gok := in.GetGID()
+	if uok || gok {
+		huid, hgid := u.ids.toHost(uid, gid)
+		if !uok {
+			huid = -1
+		}
+		if !gok {
+			hgid = -1
+		}
+		if err := unix.Fchownat(dfd, name, huid, hgid, unix.AT_SYMLINK_NOFOLLOW); err != nil {
+			return u.errno("chown", rel, err)
+		}
+	}
+	if mode, ok := in.GetMode(); ok {
+		if err := unix.Fchmodat(dfd, name, mode&07777, 0); err != nil {
+			return u.errno("chmod", rel, err)
+		}
+	}
+	if hasSize {
+		var err error
+		if h, ok := f.(*fileHandle); ok && h.flags&unix.O_ACCMODE != unix.O_RDONLY {
+			var fd int
+			if fd, err = h.getFd(); err == nil {
+				err = unix.Ftruncate(fd, int64(size))
+			}
+		} else {
+			var fd int
+			if fd, err = l.openAt(rel, unix.O_WRONLY, 0); err == nil {
+				err = unix.Ftruncate(fd, int64(size))
+				unix.Close(fd)
+			}
+		}
+		if err != nil {
+			return u.errno("truncate", rel, err)
+		}
+	}
+	if in.Valid&(fuse.FATTR_ATIME|fuse.FATTR_MTIME) != 0 {
+		ts := []unix.Timespec{{Nsec: unix.UTIME_OMIT}, {Nsec: unix.UTIME_OMIT}}
+		if in.Valid&fuse.FATTR_ATIME != 0 {
+			ts[0] = unix.Timespec{Sec: int64(in.Atime), Nsec: int64(in.Atimensec)}
+			if in.Valid&fuse.FATTR_ATIME_NOW != 0 {
+				ts[0] = unix.Timespec{Nsec: unix.UTIME_NOW}
+			}
+		}
+		if in.Valid&fuse.FATTR_MTIME != 0 {
+			ts[1] = unix.Timespec{Sec: int64(in.Mtime), Nsec: int64(in.Mtimensec)}
+			if in.Valid&fuse.FATTR_MTIME_NOW != 0 {
+				ts[1] = unix.Timespec{Nsec: unix.UTIME_NOW}
+			}
+		}
+		if err := unix.UtimesNanoAt(dfd, name, ts, unix.AT_SYMLINK_NOFOLLOW); err != nil {
+			return u.errno("utimens", rel, err)
+		}
+	}
+	if uok || gok {
+		n.caps.Store(0) // chown drops security.capability
+	}
+	return n.Getattr(ctx, f, out)
+}

@@ -1,0 +1,428 @@
+package unionfs
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strconv"
+	"sync/atomic"
+	"syscall"
+
+	"github.com/hanwen/go-fuse/v2/fs"
+	"github.com/hanwen/go-fuse/v2/fuse"
+	"github.com/unionmount/unionmount/copyup"
+	"github.com/unionmount/unionmount/whiteout"
+	"golang.org/x/sys/unix"
+)
+
+var tmpCounter atomic.Uint64
+
+// tmpName is a unique name in the workdir for whiteout swaps and removals.
+func tmpName() string {
+	return "#unionmount-tmp-" + strconv.Itoa(unix.Getpid()) + "-" + strconv.FormatUint(tmpCounter.Add(1), 10)
+}
+
+// copyUp makes sure the node has an entry in the upper, copying its
+// parents first and then the node itself (ovl_copy_up). trunc skips the
+// data copy (O_TRUNC, truncate to 0).
+func (u *unionFS) copyUp(n *node, trunc bool) error {
+	if !u.hasUpper {
+		return unix.EROFS
+	}
+	if n.isUpper() {
+		return nil
+	}
+	n.copyMu.Lock()
+	defer n.copyMu.Unlock()
+	if n.isUpper() {
+		return nil
+	}
+	name, parent := n.Parent()
+	if parent == nil {
+		return unix.ENOENT
+	}
+	pn := parent.Operations().(*node)
+	if err := u.copyUp(pn, false); err != nil {
+		return err
+	}
+	top, dirs, rel := n.state()
+	prel, _ := split(rel)
+	src := u.layers[top]
+	sfd, err := src.openDir(prel, unix.O_PATH)
+	if err != nil {
+		return fmt.Errorf("copy up %q: open lower parent: %w", rel, err)
+	}
+	defer unix.Close(sfd)
+	var st unix.Stat_t
+	if err := unix.Fstatat(sfd, name, &st, unix.AT_SYMLINK_NOFOLLOW); err != nil {
+		return fmt.Errorf("copy up %q: %w", rel, err)
+	}
+	dfd, err := u.layers[0].openDir(prel, unix.O_RDONLY)
+	if err != nil {
+		return fmt.Errorf("copy up %q: open upper parent: %w", rel, err)
+	}
+	defer unix.Close(dfd)
+	opts := copyup.Options{
+		NoFsync:  u.opts.NoFsync,
+		SkipData: trunc,
+		UID:      -1,
+		GID:      -1,
+		Xattrs:   map[string][]byte{u.originXattr: originValue(n.StableAttr().Ino)},
+	}
+	err = copyup.Entry(copyup.Source{DirFd: sfd, Name: name, Stat: st}, dfd, name, u.work, opts)
+	if err != nil && !errors.Is(err, unix.EEXIST) {
+		return fmt.Errorf("copy up %q: %w", rel, err)
+	}
+	if st.Mode&unix.S_IFMT == unix.S_IFDIR {
+		dirs = append([]layerDir{{layer: 0}}, dirs...)
+	}
+	n.setState(0, dirs)
+	return nil
+}
+
+// upperDirOf copies n up and opens its upper directory.
+func (n *node) upperDirOf() (fd int, rel string, err error) {
+	if err := n.u.copyUp(n, false); err != nil {
+		return -1, "", err
+	}
+	rel = n.rel()
+	fd, err = n.u.layers[0].openDir(rel, unix.O_RDONLY)
+	return fd, rel, err
+}
+
+// prepareCreate readies the upper directory of n for a new entry name: it
+// copies n up and removes a whiteout of that name (ovl_create_over_whiteout).
+// overWhiteout tells the caller a lower entry of that name is hidden, so a
+// new directory must be opaque.
+func (n *node) prepareCreate(name string) (dfd int, rel string, overWhiteout bool, err error) {
+	if whiteout.Hidden(name) {
+		// A ".wh." name would read back as a whiteout.
+		return -1, "", false, unix.EPERM
+	}
+	if len(name) > 255 {
+		return -1, "", false, unix.ENAMETOOLONG
+	}
+	dfd, rel, err = n.upperDirOf()
+	if err != nil {
+		return -1, "", false, err
+	}
+	var st unix.Stat_t
+	if unix.Fstatat(dfd, name, &st, unix.AT_SYMLINK_NOFOLLOW) == nil {
+		if !whiteout.IsCharWhiteout(&st) {
+			unix.Close(dfd)
+			return -1, "", false, unix.EEXIST
+		}
+		if err := unix.Unlinkat(dfd, name, 0); err != nil {
+			unix.Close(dfd)
+			return -1, "", false, err
+		}
+		overWhiteout = true
+	}
+	if unix.Fstatat(dfd, whiteout.Prefix+name, &st, unix.AT_SYMLINK_NOFOLLOW) == nil {
+		if err := unix.Unlinkat(dfd, whiteout.Prefix+name, 0); err != nil {
+			unix.Close(dfd)
+			return -1, "", false, err
+		}
+		overWhiteout = true
+	}
+	return dfd, rel, overWhiteout, nil
+}
+
+// own gives a new upper entry to the calling user (the daemon creates as
+// root). The group stays as created when the directory is setgid.
+func (u *unionFS) own(ctx context.Context, dfd int, name string) error {
+	caller, ok := fuse.FromContext(ctx)
+	if !ok {
+		return nil
+	}
+	uid, gid := u.ids.toHost(caller.Uid, caller.Gid)
+	var dst unix.Stat_t
+	if err := unix.Fstat(dfd, &dst); err == nil && dst.Mode&unix.S_ISGID != 0 {
+		gid = -1
+	}
+	if uid == 0 && (gid == 0 || gid == -1) && unix.Geteuid() == 0 {
+		return nil
+	}
+	return unix.Fchownat(dfd, name, uid, gid, unix.AT_SYMLINK_NOFOLLOW)
+}
+
+// newUpperEntry registers an entry just made in the upper.
+func (n *node) newUpperEntry(ctx context.Context, dfd int, rel, name string, out *fuse.EntryOut) (*fs.Inode, error) {
+	res := resolution{top: 0}
+	if err := unix.Fstatat(dfd, name, &res.st, unix.AT_SYMLINK_NOFOLLOW); err != nil {
+		return nil, err
+	}
+	if res.st.Mode&unix.S_IFMT == unix.S_IFDIR {
+		res.dirs = []layerDir{{layer: 0}}
+	}
+	return n.u.childInode(ctx, &n.Inode, join(rel, name), &res, out), nil
+}
+
+var _ = (fs.NodeCreater)((*node)(nil))
+
+func (n *node) Create(ctx context.Context, name string, flags uint32, mode uint32, out *fuse.EntryOut) (*fs.Inode, fs.FileHandle, uint32, syscall.Errno) {
+	dfd, rel, _, err := n.prepareCreate(name)
+	if err != nil {
+		return nil, nil, 0, n.u.errno("create", join(n.rel(), name), err)
+	}
+	defer unix.Close(dfd)
+	oflags := int(flags)&^(unix.O_APPEND|unix.O_NOCTTY|fuse.FMODE_EXEC) | unix.O_CREAT | unix.O_CLOEXEC | unix.O_NOFOLLOW
+	fd, err := unix.Openat(dfd, name, oflags, mode&07777)
+	if err != nil {
+		return nil, nil, 0, n.u.errno("create", join(rel, name), err)
+	}
+	if err := n.u.own(ctx, dfd, name); err != nil {
+		unix.Close(fd)
+		return nil, nil, 0, n.u.errno("chown", join(rel, name), err)
+	}
+	ch, err := n.newUpperEntry(ctx, dfd, rel, name, out)
+	if err != nil {
+		unix.Close(fd)
+		return nil, nil, 0, n.u.errno("create", join(rel, name), err)
+	}
+	cn := ch.Operations().(*node)
+	return ch, &fileHandle{n: cn, fd: fd, flags: oflags}, fuse.FOPEN_KEEP_CACHE, 0
+}
+
+var _ = (fs.NodeMkdirer)((*node)(nil))
+
+func (n *node) Mkdir(ctx context.Context, name string, mode uint32, out *fuse.EntryOut) (*fs.Inode, syscall.Errno) {
+	dfd, rel, overWhiteout, err := n.prepareCreate(name)
+	if err != nil {
+		return nil, n.u.errno("mkdir", join(n.rel(), name), err)
+	}
+	defer unix.Close(dfd)
+	if err := unix.Mkdirat(dfd, name, mode&07777); err != nil {
+		return nil, n.u.errno("mkdir", join(rel, name), err)
+	}
+	if overWhiteout {
+		// rmdir then mkdir of a merged dir: the new one must not show the
+		// old contents (ovl_create_over_whiteout sets opaque).
+		if err := n.u.setOpaque(dfd, name); err != nil {
+			return nil, n.u.errno("mkdir", join(rel, name), err)
+		}
+	}
+	if err := n.u.own(ctx, dfd, name); err != nil {
+		return nil, n.u.errno("chown", join(rel, name), err)
+	}
+	ch, err := n.newUpperEntry(ctx, dfd, rel, name, out)
+	if err != nil {
+		return nil, n.u.errno("mkdir", join(rel, name), err)
+	}
+	return ch, 0
+}
+
+func (u *unionFS) setOpaque(dfd int, name string) error {
+	fd, err := unix.Openat(dfd, name, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return err
+	}
+	defer unix.Close(fd)
+	return u.format.SetOpaque(fd)
+}
+
+var _ = (fs.NodeMknoder)((*node)(nil))
+
+func (n *node) Mknod(ctx context.Context, name string, mode uint32, dev uint32, out *fuse.EntryOut) (*fs.Inode, syscall.Errno) {
+	dfd, rel, _, err := n.prepareCreate(name)
+	if err != nil {
+		return nil, n.u.errno("mknod", join(n.rel(), name), err)
+	}
+	defer unix.Close(dfd)
+	if mode&unix.S_IFMT == unix.S_IFCHR && dev == 0 {
+		// A 0/0 device would read back as a whiteout (the kernel refuses too).
+		return nil, syscall.EPERM
+	}
+	if err := unix.Mknodat(dfd, name, mode, int(dev)); err != nil {
+		return nil, n.u.errno("mknod", join(rel, name), err)
+	}
+	if err := n.u.own(ctx, dfd, name); err != nil {
+		return nil, n.u.errno("chown", join(rel, name), err)
+	}
+	ch, err := n.newUpperEntry(ctx, dfd, rel, name, out)
+	if err != nil {
+		return nil, n.u.errno("mknod", join(rel, name), err)
+	}
+	return ch, 0
+}
+
+var _ = (fs.NodeSymlinker)((*node)(nil))
+
+func (n *node) Symlink(ctx context.Context, target, name string, out *fuse.EntryOut) (*fs.Inode, syscall.Errno) {
+	dfd, rel, _, err := n.prepareCreate(name)
+	if err != nil {
+		return nil, n.u.errno("symlink", join(n.rel(), name), err)
+	}
+	defer unix.Close(dfd)
+	if err := unix.Symlinkat(target, dfd, name); err != nil {
+		return nil, n.u.errno("symlink", join(rel, name), err)
+	}
+	if err := n.u.own(ctx, dfd, name); err != nil {
+		return nil, n.u.errno("chown", join(rel, name), err)
+	}
+	ch, err := n.newUpperEntry(ctx, dfd, rel, name, out)
+	if err != nil {
+		return nil, n.u.errno("symlink", join(rel, name), err)
+	}
+	return ch, 0
+}
+
+var _ = (fs.NodeLinker)((*node)(nil))
+
+func (n *node) Link(ctx context.Context, target fs.InodeEmbedder, name string, out *fuse.EntryOut) (*fs.Inode, syscall.Errno) {
+	tn, ok := target.(*node)
+	if !ok {
+		return nil, syscall.EXDEV
+	}
+	if err := n.u.copyUp(tn, false); err != nil {
+		return nil, n.u.errno("copy up for link", tn.rel(), err)
+	}
+	dfd, rel, _, err := n.prepareCreate(name)
+	if err != nil {
+		return nil, n.u.errno("link", join(n.rel(), name), err)
+	}
+	defer unix.Close(dfd)
+	trel := tn.rel()
+	if err := unix.Linkat(n.u.layers[0].fd, trel, dfd, name, 0); err != nil {
+		return nil, n.u.errno("link", join(rel, name), err)
+	}
+	ch, err := n.newUpperEntry(ctx, dfd, rel, name, out)
+	if err != nil {
+		return nil, n.u.errno("link", join(rel, name), err)
+	}
+	return ch, 0
+}
+
+// lowerHas reports whether a lower layer of the merged directory dirs
+// still shows name, so removing it from the upper needs a whiteout.
+func (u *unionFS) lowerHas(dirs []layerDir, rel, name string) (bool, error) {
+	lower := u.lowerDirs(dirs)
+	if len(lower) == 0 {
+		return false, nil
+	}
+	_, found, err := u.resolve(lower, rel, name)
+	return found, err
+}
+
+// removeUpper takes name out of the upper directory dfd. With whiteout it
+// leaves a whiteout in its place, atomically where the filesystem can
+// (RENAME_WHITEOUT). Directories go through the workdir so their
+// whiteouts are cleared before they disappear.
+func (u *unionFS) removeUpper(dfd int, name string, isDir, wo bool) error {
+	if !isDir && !wo {
+		return unix.Unlinkat(dfd, name, 0)
+	}
+	tmp := tmpName()
+	flags := uint(0)
+	if wo {
+		flags = unix.RENAME_WHITEOUT
+	}
+	err := unix.Renameat2(dfd, name, u.work, tmp, flags)
+	if err != nil && wo && (errors.Is(err, unix.EINVAL) || errors.Is(err, unix.EPERM)) {
+		if err = unix.Renameat2(dfd, name, u.work, tmp, 0); err == nil {
+			err = u.format.MakeWhiteout(dfd, name)
+		}
+	}
+	if err != nil {
+		return err
+	}
+	return removeAllAt(u.work, tmp)
+}
+
+// removeAllAt removes name in dirfd and everything below it, never
+// following symlinks.
+func removeAllAt(dirfd int, name string) error {
+	err := unix.Unlinkat(dirfd, name, 0)
+	if err == nil || errors.Is(err, unix.ENOENT) {
+		return nil
+	}
+	if !errors.Is(err, unix.EISDIR) && !errors.Is(err, unix.EPERM) {
+		return err
+	}
+	fd, err := unix.Openat(dirfd, name, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return err
+	}
+	l := &layer{fd: fd}
+	entries, err := readLayerDir(l, "")
+	if err == nil {
+		for _, e := range entries {
+			if err = removeAllAt(fd, e.name); err != nil {
+				break
+			}
+		}
+	}
+	unix.Close(fd)
+	if err != nil {
+		return err
+	}
+	return unix.Unlinkat(dirfd, name, unix.AT_REMOVEDIR)
+}
+
+var _ = (fs.NodeUnlinker)((*node)(nil))
+
+func (n *node) Unlink(ctx context.Context, name string) syscall.Errno {
+	return n.remove(name, false)
+}
+
+var _ = (fs.NodeRmdirer)((*node)(nil))
+
+func (n *node) Rmdir(ctx context.Context, name string) syscall.Errno {
+	return n.remove(name, true)
+}
+
+// remove is unlink and rmdir (ovl_do_remove).
+func (n *node) remove(name string, dir bool) syscall.Errno {
+	u := n.u
+	if !u.hasUpper {
+		return syscall.EROFS
+	}
+	_, dirs, rel := n.state()
+	crel := join(rel, name)
+	res, found, err := u.resolve(dirs, rel, name)
+	if err != nil {
+		return u.errno("remove", crel, err)
+	}
+	if !found {
+		return syscall.ENOENT
+	}
+	isDir := res.st.Mode&unix.S_IFMT == unix.S_IFDIR
+	if dir && !isDir {
+		return syscall.ENOTDIR
+	}
+	if !dir && isDir {
+		return syscall.EISDIR
+	}
+	if isDir {
+		entries, err := u.merge(res.dirs, crel)
+		if err != nil {
+			return u.errno("rmdir", crel, err)
+		}
+		if len(entries) > 0 {
+			return syscall.ENOTEMPTY
+		}
+	}
+	wo, err := u.lowerHas(dirs, rel, name)
+	if err != nil {
+		return u.errno("remove", crel, err)
+	}
+	dfd, _, err := n.upperDirOf()
+	if err != nil {
+		return u.errno("remove", crel, err)
+	}
+	defer unix.Close(dfd)
+	if res.upper(u) {
+		err = u.removeUpper(dfd, name, isDir, wo)
+	} else {
+		err = u.format.MakeWhiteout(dfd, name)
+	}
+	if err != nil {
+		return u.errno("remove", crel, err)
+	}
+	if ch := n.GetChild(name); ch != nil {
+		if cn, ok := ch.Operations().(*node); ok && (!res.upper(u) || res.st.Nlink <= 1 || isDir) {
+			cn.unlinked.Store(true)
+		}
+	}
+	return 0
+}

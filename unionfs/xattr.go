@@ -1,0 +1,176 @@
+package unionfs
+
+import (
+	"bytes"
+	"context"
+	"strings"
+	"syscall"
+
+	"github.com/hanwen/go-fuse/v2/fs"
+	"golang.org/x/sys/unix"
+)
+
+// Overlay xattrs are escaped as the kernel does (6.7+): a user's
+// "trusted.overlay.X" is stored as "trusted.overlay.overlay.X", so the
+// real "trusted.overlay.*" markers can neither be read nor planted through
+// a mount. We do the same for "user.overlay.*", which we also read as
+// markers, and hide unionmount's and fuse-overlayfs' own xattrs.
+var overlayPrefixes = [...]string{"trusted.overlay.", "user.overlay."}
+
+const capXattr = "security.capability"
+
+// xattrToReal maps a name a user asked for to the name on disk; ok=false
+// means the name is private and refused.
+func xattrToReal(name string) (string, bool) {
+	for _, p := range overlayPrefixes {
+		if strings.HasPrefix(name, p) {
+			return p + "overlay." + name[len(p):], true
+		}
+	}
+	if isHiddenXattr(name) {
+		return "", false
+	}
+	return name, true
+}
+
+// xattrFromReal maps a name on disk to the name users see; ok=false hides it.
+func xattrFromReal(name string) (string, bool) {
+	for _, p := range overlayPrefixes {
+		if strings.HasPrefix(name, p) {
+			rest := name[len(p):]
+			if strings.HasPrefix(rest, "overlay.") {
+				return p + rest[len("overlay."):], true
+			}
+			return "", false
+		}
+	}
+	if isHiddenXattr(name) {
+		return "", false
+	}
+	return name, true
+}
+
+func isHiddenXattr(name string) bool {
+	return strings.HasPrefix(name, "trusted.unionmount.") || strings.HasPrefix(name, "user.unionmount.") ||
+		strings.HasPrefix(name, "user.fuseoverlayfs.")
+}
+
+// topPath is the absolute path of the node's topmost entry, for the
+// l*xattr calls (which have no *at form).
+func (n *node) topPath() (string, string) {
+	top, _, rel := n.state()
+	l := n.u.layers[top]
+	if rel == "" {
+		return l.path, rel
+	}
+	return l.path + "/" + rel, rel
+}
+
+var _ = (fs.NodeGetxattrer)((*node)(nil))
+
+func (n *node) Getxattr(ctx context.Context, attr string, dest []byte) (uint32, syscall.Errno) {
+	if attr == capXattr && n.caps.Load() == 1 {
+		return 0, syscall.ENODATA
+	}
+	real, ok := xattrToReal(attr)
+	if !ok {
+		return 0, syscall.ENODATA
+	}
+	p, rel := n.topPath()
+	sz, err := unix.Lgetxattr(p, real, dest)
+	if attr == capXattr {
+		if err == unix.ENODATA {
+			n.caps.Store(1)
+		} else if err == nil {
+			n.caps.Store(2)
+		}
+	}
+	if err != nil {
+		return uint32(max(sz, 0)), n.u.errno("getxattr", rel, err)
+	}
+	return uint32(sz), 0
+}
+
+var _ = (fs.NodeListxattrer)((*node)(nil))
+
+func (n *node) Listxattr(ctx context.Context, dest []byte) (uint32, syscall.Errno) {
+	p, rel := n.topPath()
+	sz, err := unix.Llistxattr(p, nil)
+	if err != nil {
+		return 0, n.u.errno("listxattr", rel, err)
+	}
+	buf := make([]byte, sz+256)
+	sz, err = unix.Llistxattr(p, buf)
+	if err != nil {
+		return 0, n.u.errno("listxattr", rel, err)
+	}
+	var out []byte
+	for _, name := range bytes.Split(buf[:sz], []byte{0}) {
+		if len(name) == 0 {
+			continue
+		}
+		if v, ok := xattrFromReal(string(name)); ok {
+			out = append(out, v...)
+			out = append(out, 0)
+		}
+	}
+	if len(dest) == 0 {
+		return uint32(len(out)), 0
+	}
+	if len(out) > len(dest) {
+		return uint32(len(out)), syscall.ERANGE
+	}
+	return uint32(copy(dest, out)), 0
+}
+
+var _ = (fs.NodeSetxattrer)((*node)(nil))
+
+func (n *node) Setxattr(ctx context.Context, attr string, data []byte, flags uint32) syscall.Errno {
+	real, ok := xattrToReal(attr)
+	if !ok {
+		return syscall.EPERM
+	}
+	if err := n.u.copyUp(n, false); err != nil {
+		return n.u.errno("copy up for setxattr", n.rel(), err)
+	}
+	p, rel := n.topPath()
+	if err := unix.Lsetxattr(p, real, data, int(flags)); err != nil {
+		return n.u.errno("setxattr", rel, err)
+	}
+	if attr == capXattr {
+		n.caps.Store(2)
+	}
+	return 0
+}
+
+var _ = (fs.NodeRemovexattrer)((*node)(nil))
+
+func (n *node) Removexattr(ctx context.Context, attr string) syscall.Errno {
+	real, ok := xattrToReal(attr)
+	if !ok {
+		return syscall.ENODATA
+	}
+	if attr == capXattr && n.caps.Load() == 1 {
+		return syscall.ENODATA
+	}
+	if !n.isUpper() {
+		// ovl_xattr_set: removing what the lower does not have is not a
+		// reason to copy up.
+		p, rel := n.topPath()
+		if _, err := unix.Lgetxattr(p, real, nil); err != nil {
+			return n.u.errno("getxattr", rel, err)
+		}
+	}
+	if err := n.u.copyUp(n, false); err != nil {
+		return n.u.errno("copy up for removexattr", n.rel(), err)
+	}
+	p, rel := n.topPath()
+	err := unix.Lremovexattr(p, real)
+	if attr == capXattr && (err == nil || err == unix.ENODATA) {
+		n.caps.Store(1)
+	}
+	if err != nil {
+		return n.u.errno("removexattr", rel, err)
+	}
+	return 0
+}
