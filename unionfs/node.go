@@ -10,7 +10,6 @@ import (
 
 	"github.com/hanwen/go-fuse/v2/fs"
 	"github.com/hanwen/go-fuse/v2/fuse"
-	"github.com/unionmount/unionmount/whiteout"
 	"golang.org/x/sys/unix"
 )
 
@@ -130,9 +129,6 @@ func (n *node) merged() bool {
 var _ = (fs.NodeLookuper)((*node)(nil))
 
 func (n *node) Lookup(ctx context.Context, name string, out *fuse.EntryOut) (*fs.Inode, syscall.Errno) {
-	if whiteout.Hidden(name) {
-		return nil, syscall.ENOENT
-	}
 	if len(name) > 255 {
 		return nil, syscall.ENAMETOOLONG
 	}

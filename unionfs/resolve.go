@@ -112,6 +112,10 @@ func xattrOpacity(path string) whiteout.Opacity {
 // the topmost entry wins; a whiteout ends the search; a non-directory hides
 // everything below it; directories merge until an opaque one.
 func (u *unionFS) resolve(parent []layerDir, rel, name string) (res resolution, found bool, err error) {
+	if whiteout.Hidden(name) {
+		// ".wh." names are whiteouts and AUFS metadata: never an entry.
+		return res, false, nil
+	}
 	var st unix.Stat_t
 	for _, d := range parent {
 		l := u.layers[d.layer]
