@@ -17,12 +17,13 @@
 # umoci skopeo       umoci skopeo       building OCI test images offline
 # tar zstd           tar zstd           layer archives
 # e2fsprogs          mke2fs             scratch filesystems in tests
+# xfsprogs           mkfs.xfs           reflink (FICLONE) copy-up test
 set -euo pipefail
 
 # Non-root shells often lack the sbin directories (mke2fs, modprobe).
 export PATH="$PATH:/usr/local/sbin:/usr/sbin:/sbin"
 
-PACKAGES=(fuse3 fuse-overlayfs attr busybox-static gcc libc6-dev uidmap podman runc umoci skopeo tar zstd e2fsprogs)
+PACKAGES=(fuse3 fuse-overlayfs attr busybox-static gcc libc6-dev uidmap podman runc umoci skopeo tar zstd e2fsprogs xfsprogs)
 
 say() { printf 'deps: %s\n' "$*"; }
 have() { command -v "$1" >/dev/null 2>&1; }
@@ -37,6 +38,7 @@ present() {
 	libc6-dev) [[ -e /usr/include/stdio.h ]] ;;
 	uidmap) have newuidmap && have newgidmap ;;
 	e2fsprogs) have mke2fs ;;
+	xfsprogs) have mkfs.xfs ;;
 	*) have "$1" ;;
 	esac
 }
