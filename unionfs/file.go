@@ -14,7 +14,8 @@ import (
 // file switches to the upper copy after a copy-up (kernel >= 4.19), so
 // readers see writes made through other handles.
 type fileHandle struct {
-	n *node
+	n  *node
+	pt bool // opened for passthrough (counted in n.ptOpens)
 
 	mu    sync.Mutex
 	fd    int  // guarded by mu
@@ -111,12 +112,63 @@ var _ = (fs.FileReleaser)((*fileHandle)(nil))
 
 func (h *fileHandle) Release(ctx context.Context) syscall.Errno {
 	h.mu.Lock()
-	defer h.mu.Unlock()
 	if h.fd >= 0 {
 		unix.Close(h.fd)
 		h.fd = -1
 	}
+	h.mu.Unlock()
+	h.n.endIO(h.pt)
 	return 0
+}
+
+// ptHandle is an upper file whose reads and writes the kernel does on the
+// file itself (FOPEN_PASSTHROUGH); go-fuse registers the fd as backing file.
+type ptHandle struct {
+	*fileHandle
+}
+
+var _ = (fs.FilePassthroughFder)((*ptHandle)(nil))
+
+func (h *ptHandle) PassthroughFd() (int, bool) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return h.fd, h.fd >= 0
+}
+
+// beginIO picks the io mode of a new open of the node. The kernel refuses
+// to mix cached and passthrough opens of one inode (EBUSY), so a node with
+// cached opens (say, a lower file opened before its copy-up) stays cached
+// until they are closed. Lower files are never passthrough: a handle must
+// follow its file to the upper after a copy-up.
+func (n *node) beginIO(upper bool) (pt bool) {
+	n.ioMu.Lock()
+	defer n.ioMu.Unlock()
+	if upper && n.u.opts.Passthrough && n.cachedOpens == 0 {
+		n.ptOpens++
+		return true
+	}
+	n.cachedOpens++
+	return false
+}
+
+func (n *node) endIO(pt bool) {
+	n.ioMu.Lock()
+	defer n.ioMu.Unlock()
+	if pt {
+		n.ptOpens--
+	} else {
+		n.cachedOpens--
+	}
+}
+
+// handle wraps an open fd in the right handle type for its io mode.
+func (n *node) handle(fd, flags int, upper bool) (fs.FileHandle, uint32) {
+	pt := n.beginIO(upper)
+	h := &fileHandle{n: n, fd: fd, lower: !upper, flags: flags, pt: pt}
+	if pt {
+		return &ptHandle{h}, 0
+	}
+	return h, fuse.FOPEN_KEEP_CACHE
 }
 
 var _ = (fs.FileGetattrer)((*fileHandle)(nil))
@@ -168,16 +220,15 @@ func (n *node) Open(ctx context.Context, flags uint32) (fs.FileHandle, uint32, s
 	if err != nil {
 		return nil, 0, n.u.errno("open", rel, err)
 	}
-	h := &fileHandle{n: n, fd: fd, lower: !(n.u.hasUpper && top == 0), flags: oflags}
-	return h, fuse.FOPEN_KEEP_CACHE, 0
+	fh, fuseFlags := n.handle(fd, oflags, n.u.hasUpper && top == 0)
+	return fh, fuseFlags, 0
 }
 
 var _ = (fs.NodeCopyFileRanger)((*node)(nil))
 
 func (n *node) CopyFileRange(ctx context.Context, fhIn fs.FileHandle, offIn uint64, out *fs.Inode, fhOut fs.FileHandle, offOut uint64, length uint64, flags uint64) (uint32, syscall.Errno) {
-	hin, ok1 := fhIn.(*fileHandle)
-	hout, ok2 := fhOut.(*fileHandle)
-	if !ok1 || !ok2 {
+	hin, hout := asFileHandle(fhIn), asFileHandle(fhOut)
+	if hin == nil || hout == nil {
 		return 0, syscall.EXDEV
 	}
 	in, err := hin.getFd()
@@ -194,4 +245,15 @@ func (n *node) CopyFileRange(ctx context.Context, fhIn fs.FileHandle, offIn uint
 		return 0, n.u.errno("copy_file_range", "", err)
 	}
 	return uint32(c), 0
+}
+
+// asFileHandle unwraps either handle type.
+func asFileHandle(f fs.FileHandle) *fileHandle {
+	switch h := f.(type) {
+	case *fileHandle:
+		return h
+	case *ptHandle:
+		return h.fileHandle
+	}
+	return nil
 }

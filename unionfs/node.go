@@ -37,6 +37,11 @@ type node struct {
 	copiedUp atomic.Bool
 	// unlinked: the last name is gone; fstat reports nlink 0.
 	unlinked atomic.Bool
+	// ioMu guards the counts of open handles by io mode.
+	ioMu        sync.Mutex
+	cachedOpens int // guarded by ioMu
+	ptOpens     int // guarded by ioMu
+
 	// caps caches whether the file has security.capability (the kernel asks
 	// before every write): 0 unknown, 1 absent, 2 present.
 	caps atomic.Int32
@@ -171,7 +176,7 @@ var _ = (fs.NodeGetattrer)((*node)(nil))
 
 func (n *node) Getattr(ctx context.Context, f fs.FileHandle, out *fuse.AttrOut) syscall.Errno {
 	var st unix.Stat_t
-	if h, ok := f.(*fileHandle); ok {
+	if h := asFileHandle(f); h != nil {
 		if err := h.fstat(&st); err != nil {
 			return n.u.errno("fstat", "", err)
 		}

@@ -53,7 +53,7 @@ func (n *node) Setattr(ctx context.Context, f fs.FileHandle, in *fuse.SetAttrIn,
 	}
 	if hasSize {
 		var err error
-		if h, ok := f.(*fileHandle); ok && h.flags&unix.O_ACCMODE != unix.O_RDONLY {
+		if h := asFileHandle(f); h != nil && h.flags&unix.O_ACCMODE != unix.O_RDONLY {
 			var fd int
 			if fd, err = h.getFd(); err == nil {
 				err = unix.Ftruncate(fd, int64(size))

@@ -180,8 +180,8 @@ func (n *node) Create(ctx context.Context, name string, flags uint32, mode uint3
 		unix.Close(fd)
 		return nil, nil, 0, n.u.errno("create", join(rel, name), err)
 	}
-	cn := ch.Operations().(*node)
-	return ch, &fileHandle{n: cn, fd: fd, flags: oflags}, fuse.FOPEN_KEEP_CACHE, 0
+	fh, fuseFlags := ch.Operations().(*node).handle(fd, oflags, true)
+	return ch, fh, fuseFlags, 0
 }
 
 var _ = (fs.NodeMkdirer)((*node)(nil))
