@@ -37,6 +37,9 @@ type node struct {
 	copiedUp atomic.Bool
 	// unlinked: the last name is gone; fstat reports nlink 0.
 	unlinked atomic.Bool
+	// tmpFd is fd+1 of an O_TMPFILE file not yet linked (0: none).
+	tmpFd atomic.Int64
+
 	// ioMu guards the counts of open handles by io mode.
 	ioMu        sync.Mutex
 	cachedOpens int // guarded by ioMu
@@ -154,7 +157,14 @@ func (n *node) Lookup(ctx context.Context, name string, out *fuse.EntryOut) (*fs
 func (u *unionFS) childInode(ctx context.Context, parent *fs.Inode, rel string, res *resolution, out *fuse.EntryOut) *fs.Inode {
 	ino := u.inoOf(res, rel)
 	child := u.newNode(res.top, res.dirs)
-	ch := parent.NewInode(ctx, child, fs.StableAttr{Mode: res.st.Mode & unix.S_IFMT, Ino: ino})
+	sa := fs.StableAttr{Mode: res.st.Mode & unix.S_IFMT, Ino: ino}
+	if !res.upper(u) && isLowerHardlink(&res.st) {
+		// Each name of a lower hard link is its own node with the same
+		// st_ino: copying one alias up breaks the link (index=off), so
+		// their state must not be shared.
+		sa.Gen = aliasGen(rel)
+	}
+	ch := parent.NewInode(ctx, child, sa)
 	if existing, ok := ch.Operations().(*node); ok && existing != child {
 		existing.setState(res.top, res.dirs)
 		existing.unlinked.Store(false)
@@ -228,4 +238,19 @@ func (n *node) Access(ctx context.Context, mask uint32) syscall.Errno {
 		return syscall.EROFS
 	}
 	return 0
+}
+
+func isLowerHardlink(st *unix.Stat_t) bool {
+	return st.Nlink > 1 && st.Mode&unix.S_IFMT != unix.S_IFDIR
+}
+
+// aliasGen is a generation number that tells the names of one lower hard
+// link apart (FNV-1a of the path, never 0).
+func aliasGen(rel string) uint64 {
+	h := uint64(14695981039346656037)
+	for i := 0; i < len(rel); i++ {
+		h ^= uint64(rel[i])
+		h *= 1099511628211
+	}
+	return h | 1
 }

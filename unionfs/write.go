@@ -67,7 +67,13 @@ func (u *unionFS) copyUp(n *node, trunc bool) error {
 		SkipData: trunc,
 		UID:      -1,
 		GID:      -1,
-		Xattrs:   map[string][]byte{u.originXattr: originValue(n.StableAttr().Ino)},
+	}
+	alias := isLowerHardlink(&st)
+	if !alias {
+		// Keep the inode number across copy-up and remount. An alias of a
+		// lower hard link gets the copy's own number instead, as the
+		// kernel does with index=off: the other names keep the old one.
+		opts.Xattrs = map[string][]byte{u.originXattr: originValue(n.StableAttr().Ino)}
 	}
 	err = copyup.Entry(copyup.Source{DirFd: sfd, Name: name, Stat: st}, dfd, name, u.work, opts)
 	if err != nil && !errors.Is(err, unix.EEXIST) {
@@ -77,6 +83,10 @@ func (u *unionFS) copyUp(n *node, trunc bool) error {
 		dirs = append([]layerDir{{layer: 0}}, dirs...)
 	}
 	n.setState(0, dirs)
+	if alias {
+		// Let the kernel look the name up again to learn the new number.
+		go parent.NotifyEntry(name)
+	}
 	return nil
 }
 
@@ -282,8 +292,11 @@ func (n *node) Link(ctx context.Context, target fs.InodeEmbedder, name string, o
 		return nil, n.u.errno("link", join(n.rel(), name), err)
 	}
 	defer unix.Close(dfd)
-	trel := tn.rel()
-	if err := unix.Linkat(n.u.layers[0].fd, trel, dfd, name, 0); err != nil {
+	if tmp, err := tn.linkTmpfile(dfd, name); tmp {
+		if err != nil {
+			return nil, n.u.errno("link", join(rel, name), err)
+		}
+	} else if err := unix.Linkat(n.u.layers[0].fd, tn.rel(), dfd, name, 0); err != nil {
 		return nil, n.u.errno("link", join(rel, name), err)
 	}
 	ch, err := n.newUpperEntry(ctx, dfd, rel, name, out)
