@@ -36,26 +36,31 @@ func (u *unionFS) rootInode() *fs.Inode { return &u.root.Inode }
 // so either one cleans the other's leftovers).
 const WorkSubdir = "work"
 
-func newUnion(opts Options) (u *unionFS, err error) {
+func newUnion(opts Options) (*unionFS, error) {
 	if len(opts.Lowers) == 0 {
 		return nil, errors.New("no lower layer: give at least one")
 	}
 	if opts.Upper != "" && opts.Workdir == "" {
 		return nil, errors.New("an upper layer needs a workdir on the same filesystem")
 	}
-	u = &unionFS{opts: opts, work: -1, log: opts.Logger}
+	u := &unionFS{opts: opts, work: -1, log: opts.Logger}
 	if u.log == nil {
 		u.log = log.New(os.Stderr, "unionmount: ", 0)
 	}
-	defer func() {
-		if err != nil {
-			u.close()
-		}
-	}()
+	if err := u.init(); err != nil {
+		u.close()
+		return nil, err
+	}
+	return u, nil
+}
+
+// init opens the layers and the workdir. On error the caller closes u.
+func (u *unionFS) init() error {
+	opts := u.opts
 	if opts.Upper != "" {
 		l, err := openLayer(0, opts.Upper, true)
 		if err != nil {
-			return nil, err
+			return err
 		}
 		u.layers = append(u.layers, l)
 		u.hasUpper = true
@@ -63,35 +68,32 @@ func newUnion(opts Options) (u *unionFS, err error) {
 	for _, p := range opts.Lowers {
 		l, err := openLayer(len(u.layers), p, false)
 		if err != nil {
-			return nil, err
+			return err
 		}
 		u.layers = append(u.layers, l)
 	}
 	u.inos = newInoMapper(u.layers[0].dev)
 	u.ids = idMapper{uids: opts.UIDMap, gids: opts.GIDMap, squashUID: opts.SquashUID, squashGID: opts.SquashGID}
-	if opts.SquashUID == 0 && opts.SquashGID == 0 && len(opts.UIDMap) == 0 && len(opts.GIDMap) == 0 {
-		// Options{} zero value means "no squash".
-		u.ids.squashUID, u.ids.squashGID = -1, -1
-	}
 	u.format = whiteout.Format{Rootless: opts.Rootless}
 	if u.hasUpper {
 		if err := u.openWork(); err != nil {
-			return nil, err
+			return err
 		}
 	}
 	u.originXattr = "trusted.unionmount.origin"
 	if u.format.Rootless {
 		u.originXattr = "user.unionmount.origin"
 	}
+	var err error
 	if u.cache, err = newLookupCache(opts.LookupCacheEntries); err != nil {
-		return nil, err
+		return err
 	}
 	var dirs []layerDir
 	for _, l := range u.layers {
 		dirs = append(dirs, layerDir{layer: l.index, xwh: xattrOpacity(l.path) == whiteout.XattrWhiteouts})
 	}
 	u.root = u.newNode(0, dirs)
-	return u, nil
+	return nil
 }
 
 // openWork prepares <workdir>/work: same filesystem as the upper, emptied
@@ -189,6 +191,8 @@ func Mount(mountpoint string, opts Options) (*fuse.Server, error) {
 		AttrTimeout:     &attr,
 		NegativeTimeout: &neg,
 		RootStableAttr:  &fs.StableAttr{Ino: u.inos.ino(rootSt.Dev, rootSt.Ino)},
+		// A mode of 0000 is a mode like any other (go-fuse would show 0644).
+		NullPermissions: true,
 		Logger:          u.log,
 	}
 	srv, err := fs.Mount(mountpoint, u.root, fsopts)

@@ -44,6 +44,7 @@ type Options struct {
 	// (Container). Empty means identity.
 	UIDMap, GIDMap []IDMap
 	// SquashUID/SquashGID, when >= 0, report every file as owned by that id.
+	// Set them to -1 for no squashing (the zero value squashes to root).
 	SquashUID, SquashGID int64
 
 	// Mount options.

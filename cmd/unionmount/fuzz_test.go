@@ -1,0 +1,105 @@
+package main
+
+import (
+	"reflect"
+	"strings"
+	"testing"
+)
+
+// escapeLower escapes a path for a lower list, in -o or --lower: a
+// backslash before each backslash, colon, comma and double quote.
+func escapeLower(p string) string {
+	r := strings.NewReplacer(`\`, `\\`, `:`, `\:`, `,`, `\,`, `"`, `\"`)
+	return r.Replace(p)
+}
+
+func joinLowers(ps []string) string {
+	e := make([]string, len(ps))
+	for i, p := range ps {
+		e[i] = escapeLower(p)
+	}
+	return strings.Join(e, ":")
+}
+
+// pathsOf cuts fuzz input into non-empty paths at '|'.
+func pathsOf(s string) []string {
+	var ps []string
+	for _, p := range strings.Split(s, "|") {
+		if p != "" {
+			ps = append(ps, p)
+		}
+	}
+	return ps
+}
+
+var lowerSeeds = []string{
+	"", "a", "a:b", `a\:b`, `a\\:b`, `a\`, "a::b", ":", `\:`, `\\\:`, "/var/lib/containers/storage/overlay/l/ABC",
+	"x|y:z", `c:\dir|d`, `a,b|"q"`, "\x00|\xff",
+}
+
+func FuzzSplitLowerList(f *testing.F) {
+	for _, s := range lowerSeeds {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, s string) {
+		// Any input: no panic; a list it accepts survives escaping.
+		if got, err := splitLowerList(s); err == nil {
+			for _, p := range got {
+				if p == "" {
+					t.Fatalf("splitLowerList(%q) = %q: an empty path", s, got)
+				}
+			}
+			again, err := splitLowerList(joinLowers(got))
+			if err != nil || !reflect.DeepEqual(again, got) {
+				t.Fatalf("splitLowerList(%q) = %q, but its escaped form gives %q, %v", s, got, again, err)
+			}
+		}
+		// Paths with colons and backslashes round-trip through escaping.
+		if ps := pathsOf(s); len(ps) > 0 {
+			got, err := splitLowerList(joinLowers(ps))
+			if err != nil || !reflect.DeepEqual(got, ps) {
+				t.Fatalf("splitLowerList(%q) = %q, %v; want %q", joinLowers(ps), got, err, ps)
+			}
+		}
+	})
+}
+
+func FuzzParseMountOptions(f *testing.F) {
+	for _, s := range lowerSeeds {
+		f.Add(s)
+	}
+	for _, s := range []string{
+		"lowerdir=/a:/b,upperdir=/u,workdir=/w",
+		",,lowerdir=/a,,",
+		`lowerdir=/a,context="system_u:object_r:x:s0:c1,c2",xattr_permissions=2`,
+		"uidmapping=:0:100000:65536,gidmapping=0:100000:65536",
+		"squash_to_uid=1,squash_to_gid=2,squash_to_root,ro,volatile,fsync=0,timeout=1.5",
+		`lowerdir="/a,b",upperdir=\"`,
+		`x="`, `\`, `"\"`, "uidmapping=::::", "timeout=1e400",
+	} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, s string) {
+		// Any input: no panic, in the parser or through parseArgs.
+		_ = newMountOpts().parse(s)
+		_, _ = parseArgs([]string{"-o", s, "/mnt"})
+
+		// Escaped paths round-trip through lowerdir= and upperdir=,
+		// between empty elements and a quoted value with commas.
+		ps := pathsOf(s)
+		if len(ps) == 0 {
+			return
+		}
+		opt := ",,upperdir=" + escapeLower(ps[0]) + ",lowerdir=" + joinLowers(ps) + `,,context="a:b,c",`
+		m := newMountOpts()
+		if err := m.parse(opt); err != nil {
+			t.Fatalf("parse(%q): %v", opt, err)
+		}
+		if !reflect.DeepEqual(m.lowers, ps) || m.upper == nil || *m.upper != ps[0] {
+			t.Fatalf("parse(%q): lowers %q upper %v; want %q and %q", opt, m.lowers, m.upper, ps, ps[0])
+		}
+		if want := []string{`context="a:b,c"`}; !reflect.DeepEqual(m.ignored, want) {
+			t.Fatalf("parse(%q): ignored %q; want %q", opt, m.ignored, want)
+		}
+	})
+}

@@ -1,0 +1,99 @@
+package main
+
+import (
+	"bytes"
+	"fmt"
+	"log"
+	"os"
+	"os/exec"
+	"os/signal"
+	"syscall"
+
+	"github.com/unionmount/unionmount/unionfs"
+)
+
+// server is what serve needs of a *fuse.Server.
+type server interface {
+	Unmount() error
+	Wait()
+}
+
+// mountAndServe mounts the union, tells report (the daemon's readiness
+// pipe; nil in the foreground) how that went, and serves until the mount
+// goes away.
+func mountAndServe(cfg config, logger *log.Logger, report func(error)) error {
+	// Catch the signals before mounting, so one that arrives while the
+	// mount comes up unmounts it rather than killing us with it mounted.
+	sigs := make(chan os.Signal, 2)
+	signal.Notify(sigs, syscall.SIGINT, syscall.SIGTERM)
+	defer signal.Stop(sigs)
+
+	cfg.opts.Logger = logger
+	srv, err := unionfs.Mount(cfg.mountpoint, cfg.opts)
+	if report != nil {
+		report(err)
+	}
+	if err != nil {
+		return err
+	}
+	if cfg.opts.Debug {
+		logger.Printf("mounted %q: lowers %q, upper %q", cfg.mountpoint, cfg.opts.Lowers, cfg.opts.Upper)
+	}
+	serve(srv, sigs, func() error { return detach(cfg.mountpoint) }, logger)
+	return nil
+}
+
+// serve waits until the mount is gone. `fusermount3 -u MNT` ends it from
+// outside; SIGINT or SIGTERM unmount it from inside, lazily (detach) when
+// it is busy, in which case the kernel ends the session once the last file
+// on the mount is closed. A second signal returns without waiting.
+func serve(srv server, sigs <-chan os.Signal, detach func() error, logger *log.Logger) {
+	done := make(chan struct{})
+	go func() {
+		srv.Wait()
+		close(done)
+	}()
+
+	select {
+	case <-done:
+		return
+	case sig := <-sigs:
+		logger.Printf("%v: unmounting", sig)
+	}
+
+	unmounted := make(chan error, 1)
+	go func() { unmounted <- srv.Unmount() }()
+	for {
+		select {
+		case <-done:
+			return
+		case err := <-unmounted:
+			unmounted = nil
+			if err == nil {
+				continue // done follows
+			}
+			logger.Printf("unmount: %v; detaching: the mount goes away when its last user closes it", err)
+			if err := detach(); err != nil {
+				logger.Printf("%v; unmount by hand with fusermount3 -u -z", err)
+			}
+		case sig := <-sigs:
+			logger.Printf("%v again: exiting without waiting for the unmount", sig)
+			return
+		}
+	}
+}
+
+// detach unmounts mnt lazily (MNT_DETACH): umount(2) as root, else through
+// the setuid fusermount3, like `umount -l` and `fusermount3 -u -z`.
+func detach(mnt string) error {
+	err := syscall.Unmount(mnt, syscall.MNT_DETACH)
+	if err == nil {
+		return nil
+	}
+	out, ferr := exec.Command("fusermount3", "-u", "-z", mnt).CombinedOutput()
+	if ferr == nil {
+		return nil
+	}
+	return fmt.Errorf("lazy unmount of %q: umount2: %v; fusermount3 -u -z: %v %s",
+		mnt, err, ferr, bytes.TrimSpace(out))
+}
