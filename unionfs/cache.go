@@ -46,6 +46,12 @@ func cacheKey(l *layer, rel string) string {
 	return strconv.Itoa(l.index) + "\x00" + rel
 }
 
+// opacityKey holds just a directory's opacity, for directories whose
+// table was not read.
+func opacityKey(l *layer, rel string) string {
+	return "o" + strconv.Itoa(l.index) + "\x00" + rel
+}
+
 // table returns the classified directory rel of lower layer l.
 func (c *lookupCache) table(u *unionFS, l *layer, rel string) (*dirTable, error) {
 	key := cacheKey(l, rel)
@@ -79,7 +85,7 @@ func (c *lookupCache) table(u *unionFS, l *layer, rel string) (*dirTable, error)
 }
 
 // probe is unionFS.probe served from the name table.
-func (c *lookupCache) probe(u *unionFS, l *layer, d layerDir, rel, name string, st *unix.Stat_t) (probe, error) {
+func (c *lookupCache) probe(u *unionFS, l *layer, d layerDir, rel, name string, st *unix.Stat_t, needStat bool) (probe, error) {
 	t, err := c.table(u, l, rel)
 	if err != nil {
 		if isNotExist(err) {
@@ -87,7 +93,11 @@ func (c *lookupCache) probe(u *unionFS, l *layer, d layerDir, rel, name string, 
 		}
 		return probeAbsent, err
 	}
-	if _, ok := t.index[name]; ok {
+	if i, ok := t.index[name]; ok {
+		if !needStat && t.entries[i].typ != unix.DT_UNKNOWN {
+			st.Mode = dtToMode(t.entries[i].typ)
+			return probeFound, nil
+		}
 		if err := unix.Fstatat(l.fd, join(rel, name), st, unix.AT_SYMLINK_NOFOLLOW); err != nil {
 			return probeAbsent, err
 		}
@@ -100,14 +110,25 @@ func (c *lookupCache) probe(u *unionFS, l *layer, d layerDir, rel, name string, 
 }
 
 // opacity is unionFS.opacity served from the name tables.
+//
+// It does not list the directory: a READDIRPLUS of a parent asks for the
+// opacity of every child directory, and most of them are never opened.
 func (c *lookupCache) opacity(u *unionFS, l *layer, rel string) whiteout.Opacity {
-	t, err := c.table(u, l, rel)
-	if err != nil {
-		prel, name := split(rel)
-		return u.opacityDirect(l, prel, name)
+	var op whiteout.Opacity
+	if t, ok := c.c.Get(cacheKey(l, rel)); ok {
+		op = t.opacity
+	} else if t, ok := c.c.Get(opacityKey(l, rel)); ok {
+		op = t.opacity
+	} else {
+		op = xattrOpacity(l.path + "/" + rel)
+		var st unix.Stat_t
+		if op != whiteout.Opaque && unix.Fstatat(l.fd, join(rel, whiteout.OpaqueFile), &st, unix.AT_SYMLINK_NOFOLLOW) == nil {
+			op = whiteout.Opaque
+		}
+		c.c.Set(opacityKey(l, rel), &dirTable{opacity: op}, 1)
 	}
-	if t.opacity == whiteout.Opaque || rel == "" {
-		return t.opacity
+	if op == whiteout.Opaque || rel == "" {
+		return op
 	}
 	// AUFS: ".wh.NAME" beside a directory NAME of the same layer hides
 	// the layers below.
@@ -117,7 +138,7 @@ func (c *lookupCache) opacity(u *unionFS, l *layer, rel string) whiteout.Opacity
 			return whiteout.Opaque
 		}
 	}
-	return t.opacity
+	return op
 }
 
 func (c *lookupCache) close() {

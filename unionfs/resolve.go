@@ -42,9 +42,13 @@ func isNotExist(err error) bool {
 }
 
 // probe looks name up in one layer's directory rel.
-func (u *unionFS) probe(l *layer, d layerDir, rel, name string, st *unix.Stat_t) (probe, error) {
+//
+// With needStat false only the file type bits of st.Mode need be filled:
+// the caller already has the topmost entry and only asks whether this one
+// is a directory.
+func (u *unionFS) probe(l *layer, d layerDir, rel, name string, st *unix.Stat_t, needStat bool) (probe, error) {
 	if c := u.cache; c != nil && !l.upper {
-		return c.probe(u, l, d, rel, name, st)
+		return c.probe(u, l, d, rel, name, st, needStat)
 	}
 	err := l.lstat(join(rel, name), st)
 	if err != nil {
@@ -117,9 +121,9 @@ func (u *unionFS) resolve(parent []layerDir, rel, name string) (res resolution, 
 		return res, false, nil
 	}
 	var st unix.Stat_t
-	for _, d := range parent {
+	for i, d := range parent {
 		l := u.layers[d.layer]
-		p, err := u.probe(l, d, rel, name, &st)
+		p, err := u.probe(l, d, rel, name, &st, !found)
 		if err != nil {
 			return res, false, err
 		}
@@ -138,6 +142,12 @@ func (u *unionFS) resolve(parent []layerDir, rel, name string) (res resolution, 
 		} else if !isDir {
 			// A non-directory below a directory is hidden, and so is
 			// everything under it.
+			return res, true, nil
+		}
+		if i == len(parent)-1 && u.cache != nil && !l.upper {
+			// Nothing below to hide, and the name table knows its own
+			// xattr whiteouts: opacity does not matter.
+			res.dirs = append(res.dirs, layerDir{layer: d.layer})
 			return res, true, nil
 		}
 		op := u.opacity(l, rel, name)
