@@ -1,0 +1,645 @@
+package fstest
+
+import (
+	"bufio"
+	"bytes"
+	"errors"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"golang.org/x/sys/unix"
+)
+
+// mountWait bounds how long a mount may take to appear; exitWait how long a
+// daemon may take to exit after its unmount (a variable for tests).
+const mountWait = 10 * time.Second
+
+var exitWait = 10 * time.Second
+
+// RequireRoot skips the test unless it runs as root.
+func RequireRoot(t testing.TB) {
+	t.Helper()
+	if os.Geteuid() != 0 {
+		t.Skipf("needs root (euid is %d): run the tests as root", os.Geteuid())
+	}
+}
+
+// RequireFUSE skips the test unless it runs as root and /dev/fuse can be
+// opened.
+func RequireFUSE(t testing.TB) {
+	t.Helper()
+	RequireRoot(t)
+	f, err := os.OpenFile("/dev/fuse", os.O_RDWR, 0)
+	if err != nil {
+		t.Skipf("needs FUSE: %v (install fuse3 and load the fuse module)", err)
+	}
+	f.Close()
+}
+
+// RequireOverlay skips the test unless it runs as root and the kernel knows
+// the overlay filesystem.
+func RequireOverlay(t testing.TB) {
+	t.Helper()
+	RequireRoot(t)
+	b, err := os.ReadFile("/proc/filesystems")
+	if err != nil {
+		t.Skipf("needs overlayfs: %v", err)
+	}
+	for _, line := range strings.Split(string(b), "\n") {
+		if f := strings.Fields(line); len(f) > 0 && f[len(f)-1] == "overlay" {
+			return
+		}
+	}
+	t.Skip("needs overlayfs: not in /proc/filesystems (modprobe overlay)")
+}
+
+// KernelOptions are the overlayfs options the oracle is pinned to: the
+// kernel's defaults with the features unionmount does not implement off.
+const KernelOptions = "index=off,redirect_dir=off,metacopy=off,xino=off"
+
+// kernelOptions returns KernelOptions plus extra. With userxattr the kernel
+// refuses any redirect_dir but nofollow, which is also what unionmount does
+// (it neither writes nor follows redirects).
+func kernelOptions(extra []string) []string {
+	opts := strings.Split(KernelOptions, ",")
+	if slices.Contains(extra, "userxattr") {
+		for i, o := range opts {
+			if strings.HasPrefix(o, "redirect_dir=") {
+				opts[i] = "redirect_dir=nofollow"
+			}
+		}
+	}
+	return append(opts, extra...)
+}
+
+// EscapeKernelLower escapes a lowerdir path for overlayfs' mount data:
+// backslash, colon and comma get a backslash.
+func EscapeKernelLower(p string) string {
+	r := strings.NewReplacer(`\`, `\\`, `:`, `\:`, `,`, `\,`)
+	return r.Replace(p)
+}
+
+// EscapeLower escapes a lower path for unionmount's --lower list and
+// lowerdir= option: backslash and colon get a backslash.
+func EscapeLower(p string) string {
+	r := strings.NewReplacer(`\`, `\\`, `:`, `\:`)
+	return r.Replace(p)
+}
+
+// KernelMount is a kernel overlayfs mount made by MountKernelOverlay.
+type KernelMount struct {
+	Mnt     string
+	Options string // the mount data, for logs
+
+	t    testing.TB
+	once sync.Once
+	err  error
+}
+
+// MountKernelOverlay mounts kernel overlayfs at mnt over lowers (topmost
+// first), with upper and work unless upper is "", pinned to KernelOptions
+// plus extra options (e.g. "userxattr"). The kernel refuses a single lower
+// without an upper, so one is given an empty second lower under it: that
+// makes the root a merged directory and changes nothing else. The mount is
+// undone at cleanup.
+func MountKernelOverlay(t testing.TB, lowers []string, upper, work, mnt string, extra ...string) *KernelMount {
+	t.Helper()
+	RequireOverlay(t)
+	if len(lowers) == 0 {
+		t.Fatal("mount kernel overlay: no lower layer")
+	}
+	if upper == "" && len(lowers) == 1 {
+		lowers = append(append([]string(nil), lowers...), t.TempDir())
+	}
+	var esc []string
+	for _, l := range lowers {
+		esc = append(esc, EscapeKernelLower(l))
+	}
+	opts := "lowerdir=" + strings.Join(esc, ":")
+	if upper != "" {
+		opts += ",upperdir=" + EscapeKernelLower(upper) + ",workdir=" + EscapeKernelLower(work)
+	}
+	fixed := kernelOptions(extra)
+	opts += "," + strings.Join(fixed, ",")
+	var err error
+	if len(opts) < 4000 {
+		err = unix.Mount("overlay", mnt, "overlay", 0, opts)
+	} else {
+		// mount(2) takes at most a page of options: use fsconfig's
+		// lowerdir+ (Linux 6.8+), one unescaped path per call.
+		err = mountOverlayFsconfig(lowers, upper, work, mnt, fixed)
+	}
+	if err != nil {
+		shown := opts
+		if len(shown) > 600 {
+			shown = fmt.Sprintf("%s... (%d bytes)", shown[:600], len(shown))
+		}
+		t.Fatalf("mount kernel overlay at %s: %v (options %s)", mnt, err, shown)
+	}
+	k := &KernelMount{Mnt: mnt, Options: opts, t: t}
+	t.Cleanup(func() {
+		if err := k.Unmount(); err != nil {
+			t.Errorf("%v", err)
+		}
+	})
+	return k
+}
+
+// Unmount unmounts the overlay now (a lazy unmount if it is busy). Later
+// calls and the cleanup do nothing more.
+func (k *KernelMount) Unmount() error {
+	k.once.Do(func() {
+		err := unix.Unmount(k.Mnt, 0)
+		if errors.Is(err, unix.EBUSY) {
+			err = unix.Unmount(k.Mnt, unix.MNT_DETACH)
+			if err == nil {
+				err = fmt.Errorf("was busy, detached")
+			}
+		}
+		if err != nil {
+			k.err = fmt.Errorf("unmount kernel overlay %s: %w", k.Mnt, err)
+		}
+	})
+	return k.err
+}
+
+func mountOverlayFsconfig(lowers []string, upper, work, mnt string, opts []string) error {
+	fd, err := unix.Fsopen("overlay", unix.FSOPEN_CLOEXEC)
+	if err != nil {
+		return fmt.Errorf("fsopen: %w", err)
+	}
+	defer unix.Close(fd)
+	set := func(k, v string) error {
+		if err := unix.FsconfigSetString(fd, k, v); err != nil {
+			return fmt.Errorf("fsconfig %s=%s: %w", k, v, err)
+		}
+		return nil
+	}
+	for _, l := range lowers {
+		if err := set("lowerdir+", l); err != nil {
+			return err
+		}
+	}
+	if upper != "" {
+		if err := set("upperdir", upper); err != nil {
+			return err
+		}
+		if err := set("workdir", work); err != nil {
+			return err
+		}
+	}
+	for _, o := range opts {
+		k, v, hasValue := strings.Cut(o, "=")
+		if !hasValue {
+			if err := unix.FsconfigSetFlag(fd, k); err != nil {
+				return fmt.Errorf("fsconfig %s: %w", k, err)
+			}
+			continue
+		}
+		if err := set(k, v); err != nil {
+			return err
+		}
+	}
+	if err := unix.FsconfigCreate(fd); err != nil {
+		return fmt.Errorf("fsconfig create: %w", err)
+	}
+	mfd, err := unix.Fsmount(fd, unix.FSMOUNT_CLOEXEC, 0)
+	if err != nil {
+		return fmt.Errorf("fsmount: %w", err)
+	}
+	defer unix.Close(mfd)
+	if err := unix.MoveMount(mfd, "", unix.AT_FDCWD, mnt, unix.MOVE_MOUNT_F_EMPTY_PATH); err != nil {
+		return fmt.Errorf("move mount: %w", err)
+	}
+	return nil
+}
+
+var build struct {
+	once sync.Once
+	dir  string
+	path string
+	err  error
+}
+
+// Binary returns the path of a unionmount binary: $UNIONMOUNT_BIN when set,
+// else ./cmd/unionmount built once per test process into a temporary
+// directory (with -race when the tests run with -race). A build failure
+// fails the test with the compiler's output.
+func Binary(t testing.TB) string {
+	t.Helper()
+	if p := os.Getenv("UNIONMOUNT_BIN"); p != "" {
+		return p
+	}
+	build.once.Do(func() {
+		root, err := ModuleRoot()
+		if err != nil {
+			build.err = err
+			return
+		}
+		sweepStaleBuilds()
+		dir, err := os.MkdirTemp("", fmt.Sprintf("%s%d-", buildDirPrefix, os.Getpid()))
+		if err != nil {
+			build.err = fmt.Errorf("build unionmount: %w", err)
+			return
+		}
+		build.dir = dir
+		out := filepath.Join(dir, "unionmount")
+		args := []string{"build", "-o", out}
+		if raceEnabled {
+			args = append(args, "-race")
+		}
+		cmd := exec.Command("go", append(args, "./cmd/unionmount")...)
+		cmd.Dir = root
+		if b, err := cmd.CombinedOutput(); err != nil {
+			build.err = fmt.Errorf("go build ./cmd/unionmount: %w\n%s", err, b)
+			return
+		}
+		build.path = out
+	})
+	if build.err != nil {
+		t.Fatalf("%v", build.err)
+	}
+	return build.path
+}
+
+// buildDirPrefix starts the name of Binary's build directories, which go on
+// with the building process's pid.
+const buildDirPrefix = "unionmount-test-bin-"
+
+// sweepStaleBuilds removes the build directories of test processes that
+// are gone, so that packages without a TestMain calling RemoveBinary leave
+// at most one binary behind.
+func sweepStaleBuilds() {
+	dirs, _ := filepath.Glob(filepath.Join(os.TempDir(), buildDirPrefix+"*"))
+	for _, d := range dirs {
+		var pid int
+		if _, err := fmt.Sscanf(strings.TrimPrefix(filepath.Base(d), buildDirPrefix), "%d-", &pid); err != nil || pid <= 0 {
+			continue
+		}
+		if err := unix.Kill(pid, 0); errors.Is(err, unix.ESRCH) {
+			os.RemoveAll(d)
+		}
+	}
+}
+
+// RemoveBinary deletes the binary Binary built, if any. Call it from
+// TestMain after m.Run; without it the directory stays until a later test
+// process sweeps it.
+func RemoveBinary() {
+	if build.dir != "" {
+		os.RemoveAll(build.dir)
+	}
+}
+
+// ModuleRoot returns the directory of the main module's go.mod: from
+// `go env GOMOD`, else found by walking up from the working directory.
+func ModuleRoot() (string, error) {
+	if b, err := exec.Command("go", "env", "GOMOD").Output(); err == nil {
+		if p := strings.TrimSpace(string(b)); p != "" && p != os.DevNull {
+			return filepath.Dir(p), nil
+		}
+	}
+	dir, err := os.Getwd()
+	if err != nil {
+		return "", fmt.Errorf("find module root: %w", err)
+	}
+	for {
+		if _, err := os.Stat(filepath.Join(dir, "go.mod")); err == nil {
+			return dir, nil
+		}
+		parent := filepath.Dir(dir)
+		if parent == dir {
+			return "", errors.New("find module root: no go.mod above the working directory")
+		}
+		dir = parent
+	}
+}
+
+// Union is a unionmount daemon serving a mount, started by MountUnion.
+type Union struct {
+	Mnt string
+	Cmd *exec.Cmd
+	Pid int
+
+	out    *syncBuffer
+	done   chan struct{} // closed when the process has exited
+	status error         // cmd.Wait's result, valid after done
+
+	dev string // the mount's major:minor, which names the FUSE connection
+
+	mu       sync.Mutex
+	killed   bool   // the exit status is not expected to be 0
+	reported bool   // the output is already in the test log
+	note     string // what the cleanup should log
+	unmounts sync.Once
+	err      error
+}
+
+// MountUnion runs the unionmount binary in the foreground with
+// `-f --timeout 0 --lower L [--upper U --workdir W] [args] mnt`, waits until
+// the mount shows in /proc/self/mountinfo, and registers a cleanup that
+// unmounts with fusermount3 -u (umount -l if that fails) and checks that the
+// daemon exited 0. The daemon's output goes to the test log if the test
+// fails.
+func MountUnion(t testing.TB, lowers []string, upper, work, mnt string, args ...string) *Union {
+	t.Helper()
+	RequireFUSE(t)
+	bin := Binary(t)
+	var esc []string
+	for _, l := range lowers {
+		esc = append(esc, EscapeLower(l))
+	}
+	argv := []string{"-f", "--timeout", "0", "--lower", strings.Join(esc, ":")}
+	if upper != "" {
+		argv = append(argv, "--upper", upper, "--workdir", work)
+	}
+	argv = append(argv, args...)
+	argv = append(argv, mnt)
+
+	abs, err := canonical(mnt)
+	if err != nil {
+		t.Fatalf("mount unionmount: %v", err)
+	}
+	before, err := mountsAt(abs)
+	if err != nil {
+		t.Fatalf("mount unionmount: %v", err)
+	}
+	u := &Union{Mnt: mnt, out: &syncBuffer{}, done: make(chan struct{})}
+	u.Cmd = exec.Command(bin, argv...)
+	u.Cmd.Stdout = u.out
+	u.Cmd.Stderr = u.out
+	if err := u.Cmd.Start(); err != nil {
+		t.Fatalf("start %s: %v", bin, err)
+	}
+	u.Pid = u.Cmd.Process.Pid
+	go func() {
+		u.status = u.Cmd.Wait()
+		close(u.done)
+	}()
+	t.Cleanup(func() {
+		if err := u.Unmount(); err != nil {
+			t.Errorf("%v", err)
+		}
+		u.mu.Lock()
+		reported, note := u.reported, u.note
+		u.mu.Unlock()
+		if note != "" {
+			t.Log(note)
+		}
+		if t.Failed() && !reported {
+			t.Logf("unionmount %s output:\n%s", strings.Join(argv, " "), u.Output())
+		}
+	})
+
+	deadline := time.Now().Add(mountWait)
+	for {
+		select {
+		case <-u.done:
+			u.mu.Lock()
+			u.killed, u.reported = true, true
+			u.mu.Unlock()
+			t.Fatalf("unionmount exited before mounting (%v): %s\n%s", u.status, strings.Join(argv, " "), u.Output())
+		default:
+		}
+		now, err := mountsAt(abs)
+		if err != nil {
+			t.Fatalf("mount unionmount: %v", err)
+		}
+		if len(now) > len(before) {
+			u.dev = now[len(now)-1]
+			return u
+		}
+		if time.Now().After(deadline) {
+			u.Kill()
+			u.mu.Lock()
+			u.reported = true
+			u.mu.Unlock()
+			t.Fatalf("unionmount did not mount %s within %v: %s\n%s", mnt, mountWait, strings.Join(argv, " "), u.Output())
+		}
+		time.Sleep(5 * time.Millisecond) // polling for the mount to appear
+	}
+}
+
+// Output returns what the daemon printed so far (stdout and stderr).
+func (u *Union) Output() string { return u.out.String() }
+
+// Done is closed once the daemon has exited.
+func (u *Union) Done() <-chan struct{} { return u.done }
+
+// Kill sends SIGKILL to the daemon. The mount stays until Unmount or the
+// cleanup, which then do not expect exit status 0.
+func (u *Union) Kill() error {
+	u.mu.Lock()
+	u.killed = true
+	u.mu.Unlock()
+	if err := u.Cmd.Process.Kill(); err != nil && !errors.Is(err, os.ErrProcessDone) {
+		return fmt.Errorf("kill unionmount %d: %w", u.Pid, err)
+	}
+	return nil
+}
+
+// Unmount unmounts with fusermount3 -u (umount -l if that fails) and waits
+// for the daemon to exit; it is an error if the daemon does not exit 0
+// within 10 s (unless the test killed it, or another mount namespace still
+// holds the mount, which keeps the FUSE connection open). Later calls
+// return the first result.
+func (u *Union) Unmount() error {
+	u.unmounts.Do(func() { u.err = u.unmount() })
+	return u.err
+}
+
+func (u *Union) unmount() error {
+	var errs []error
+	if out, err := exec.Command("fusermount3", "-u", u.Mnt).CombinedOutput(); err != nil {
+		if lerr := unix.Unmount(u.Mnt, unix.MNT_DETACH); lerr != nil && !errors.Is(lerr, unix.EINVAL) {
+			errs = append(errs, fmt.Errorf("unmount %s: fusermount3 -u: %v: %s; umount -l: %w",
+				u.Mnt, err, bytes.TrimSpace(out), lerr))
+		}
+	}
+	forced := false
+	select {
+	case <-u.done:
+	case <-time.After(exitWait):
+		forced = true
+		if holders := mountHolders(u.dev); len(holders) > 0 {
+			// Another mount namespace (a container or unshare -m started
+			// while the mount existed) still holds the mount, so the
+			// kernel keeps the connection open: not the daemon's fault.
+			u.Cmd.Process.Kill()
+			<-u.done
+			u.mu.Lock()
+			u.note = fmt.Sprintf("unionmount %d did not exit after the unmount because other mount "+
+				"namespaces still hold the mount (%s); killed it", u.Pid, strings.Join(holders, ", "))
+			u.mu.Unlock()
+			break
+		}
+		// SIGQUIT makes a Go daemon print every goroutine's stack into
+		// the output the test logs; SIGKILL if even that does not end it.
+		u.Cmd.Process.Signal(unix.SIGQUIT)
+		select {
+		case <-u.done:
+		case <-time.After(2 * time.Second):
+			u.Cmd.Process.Kill()
+			<-u.done
+		}
+		errs = append(errs, fmt.Errorf("unionmount %d did not exit within %v of the unmount, and no other "+
+			"mount namespace holds the mount; sent SIGQUIT (goroutine dump in its output)", u.Pid, exitWait))
+	}
+	u.mu.Lock()
+	killed := u.killed
+	u.mu.Unlock()
+	if !killed && !forced && u.status != nil {
+		errs = append(errs, fmt.Errorf("unionmount %d exited with %v, want 0", u.Pid, u.status))
+	}
+	return errors.Join(errs...)
+}
+
+// WriteFuseOverlayfsShim writes dir/fuse-overlayfs-shim, a script that takes
+// the command line MountUnion gives unionmount and serves the mount with
+// fuse-overlayfs in the foreground instead, and returns its path. With
+// UNIONMOUNT_BIN pointing at it, tests check MountUnion's plumbing, or their
+// own expectations against a second implementation. Flags after the layers
+// are ignored, and fuse-overlayfs does not unescape lowerdir, so layer paths
+// with ':' or ',' do not work through it.
+func WriteFuseOverlayfsShim(dir string) (string, error) {
+	script := `#!/bin/sh
+set -e
+[ "$1" = -f ] && [ "$2" = --timeout ] && [ "$3" = 0 ] && [ "$4" = --lower ] || { echo "fuse-overlayfs-shim: bad args: $*" >&2; exit 2; }
+opts="lowerdir=$5"
+shift 5
+if [ "$1" = --upper ]; then opts="$opts,upperdir=$2,workdir=$4"; shift 4; fi
+if [ "$1" = --fail ]; then echo "fuse-overlayfs-shim: failing as asked" >&2; exit 1; fi
+while [ $# -gt 1 ]; do shift; done # unionmount's other flags mean nothing here
+exec fuse-overlayfs -f -o "$opts" "$1"
+`
+	p := filepath.Join(dir, "fuse-overlayfs-shim")
+	if err := os.WriteFile(p, []byte(script), 0o755); err != nil {
+		return "", fmt.Errorf("write fuse-overlayfs shim: %w", err)
+	}
+	return p, nil
+}
+
+// canonical returns the absolute path of p with symlinks resolved, as
+// /proc/self/mountinfo shows mount points.
+func canonical(p string) (string, error) {
+	abs, err := filepath.Abs(p)
+	if err != nil {
+		return "", err
+	}
+	return filepath.EvalSymlinks(abs)
+}
+
+// mountsAt returns the major:minor of each mount stacked on mountpoint,
+// bottom first.
+func mountsAt(mountpoint string) ([]string, error) {
+	var devs []string
+	err := scanMountinfo("/proc/self/mountinfo", func(fields []string) {
+		if unescapeMountinfo(fields[4]) == mountpoint {
+			devs = append(devs, fields[2])
+		}
+	})
+	return devs, err
+}
+
+// scanMountinfo calls f with the fields of each line of a mountinfo file:
+// id parent major:minor root mountpoint options ... - fstype source.
+func scanMountinfo(path string, f func(fields []string)) error {
+	file, err := os.Open(path)
+	if err != nil {
+		return err
+	}
+	defer file.Close()
+	sc := bufio.NewScanner(file)
+	sc.Buffer(make([]byte, 64<<10), 1<<20)
+	for sc.Scan() {
+		if fields := strings.Fields(sc.Text()); len(fields) > 4 {
+			f(fields)
+		}
+	}
+	if err := sc.Err(); err != nil {
+		return fmt.Errorf("read %s: %w", path, err)
+	}
+	return nil
+}
+
+// mountHolders returns "pid (comm)" for processes in other mount namespaces
+// that still have a mount of device dev (major:minor).
+func mountHolders(dev string) []string {
+	if dev == "" {
+		return nil
+	}
+	self, _ := os.Readlink("/proc/self/ns/mnt")
+	seen := map[string]bool{self: true}
+	procs, _ := filepath.Glob("/proc/[0-9]*")
+	var out []string
+	for _, p := range procs {
+		ns, err := os.Readlink(p + "/ns/mnt")
+		if err != nil || seen[ns] {
+			continue
+		}
+		seen[ns] = true
+		held := false
+		scanMountinfo(p+"/mountinfo", func(fields []string) { held = held || fields[2] == dev })
+		if held {
+			comm, _ := os.ReadFile(p + "/comm")
+			out = append(out, fmt.Sprintf("%s (%s)", filepath.Base(p), strings.TrimSpace(string(comm))))
+		}
+	}
+	return out
+}
+
+// IsMountpoint reports whether p (made canonical) is a mount point.
+func IsMountpoint(p string) (bool, error) {
+	abs, err := canonical(p)
+	if err != nil {
+		return false, err
+	}
+	devs, err := mountsAt(abs)
+	return len(devs) > 0, err
+}
+
+// unescapeMountinfo undoes the kernel's octal escapes (\040 for space, \012
+// for newline, \011, \134).
+func unescapeMountinfo(s string) string {
+	if !strings.Contains(s, `\`) {
+		return s
+	}
+	var b strings.Builder
+	for i := 0; i < len(s); i++ {
+		if s[i] == '\\' && i+4 <= len(s) {
+			if v, err := strconv.ParseUint(s[i+1:i+4], 8, 8); err == nil {
+				b.WriteByte(byte(v))
+				i += 3
+				continue
+			}
+		}
+		b.WriteByte(s[i])
+	}
+	return b.String()
+}
+
+// syncBuffer is a bytes.Buffer safe for the daemon's output and the test.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
