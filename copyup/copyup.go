@@ -18,6 +18,12 @@ const TempPrefix = "#unionmount-copyup-"
 type Options struct {
 	// NoFsync skips every fsync (volatile mounts, fsync=0).
 	NoFsync bool
+	// SyncDir also fsyncs the upper directory after the rename, so the new
+	// name is durable when Entry returns. Kernel overlayfs does not: the
+	// rename reaches the disk with the next fsync of the file (ext4 and
+	// xfs commit it with any later journal commit), and until then a crash
+	// shows the old view, which is one of the two allowed outcomes.
+	SyncDir bool
 	// SkipData creates an empty regular file with the source's metadata and
 	// copies no data: for an open with O_TRUNC or a truncate to 0.
 	SkipData bool
@@ -399,7 +405,7 @@ func (t *txn) restoreMode() error {
 
 // syncDir makes the new name durable (StepSyncDir).
 func (t *txn) syncDir() error {
-	if t.opts.NoFsync {
+	if t.opts.NoFsync || !t.opts.SyncDir {
 		return nil
 	}
 	return fsyncDir(t.dstDir)

@@ -55,7 +55,9 @@
 //     rewrites its "..", which needs write permission on it, so the rename
 //     retries with the owner write bit added, and this step removes it.
 //  10. StepSyncDir: fsync the upper directory so the new name is durable.
-//     Skipped with Options.NoFsync.
+//     Only with Options.SyncDir (kernel overlayfs skips it too: the rename
+//     is committed with the next fsync of the file, and a crash before
+//     that shows the old view).
 //
 // Any failure in steps 1-8 runs the one rollback path: close the temp and
 // remove it; the upper is untouched. A failure after the rename leaves the
@@ -104,8 +106,9 @@
 // earlier step, the copy-up leaves only a temp in the workdir, which
 // CleanWorkdir removes at the next mount; killed after it, the entry is
 // complete. With fsync on (the default), the temp's data and metadata are
-// on disk before the rename and the rename is on disk when Entry returns,
-// so a power failure has the same two outcomes. (The one exception is the
+// on disk before the rename, and the rename is on disk when Entry returns
+// with Options.SyncDir or after the next fsync of the file, so a power
+// failure has the same two outcomes. (The one exception is the
 // StepRestoreMode window above: a crash there leaves a complete directory
 // that is owner-writable.) For symlinks and special
 // files, which cannot be fsynced, this relies on the filesystem committing

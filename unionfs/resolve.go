@@ -50,13 +50,15 @@ func (u *unionFS) probe(l *layer, d layerDir, rel, name string, st *unix.Stat_t,
 	if c := u.cache; c != nil && !l.upper {
 		return c.probe(u, l, d, rel, name, st, needStat)
 	}
-	err := l.lstat(join(rel, name), st)
+	ds := dirStat{l: l, rel: rel, fd: -1}
+	defer ds.close()
+	err := ds.lstat(name, st)
 	if err != nil {
 		if !isNotExist(err) {
 			return probeAbsent, err
 		}
 		var wst unix.Stat_t
-		if l.lstat(join(rel, whiteout.Prefix+name), &wst) == nil {
+		if ds.lstat(whiteout.Prefix+name, &wst) == nil {
 			return probeWhiteout, nil
 		}
 		return probeAbsent, nil
@@ -69,6 +71,37 @@ func (u *unionFS) probe(l *layer, d layerDir, rel, name string, st *unix.Stat_t,
 		return probeWhiteout, nil
 	}
 	return probeFound, nil
+}
+
+// dirStat stats names in one directory of a layer. In the upper, which
+// users change concurrently, the directory is opened once with
+// RESOLVE_BENEATH|RESOLVE_NO_SYMLINKS and the names are looked up in it;
+// lowers are immutable and take the plain path.
+type dirStat struct {
+	l   *layer
+	rel string
+	fd  int // -1 until opened
+	err error
+}
+
+func (s *dirStat) lstat(name string, st *unix.Stat_t) error {
+	if !s.l.upper || s.rel == "" {
+		return unix.Fstatat(s.l.fd, join(s.rel, name), st, unix.AT_SYMLINK_NOFOLLOW)
+	}
+	if s.fd < 0 && s.err == nil {
+		s.fd, s.err = s.l.openDir(s.rel, unix.O_PATH)
+	}
+	if s.err != nil {
+		return s.err
+	}
+	return unix.Fstatat(s.fd, name, st, unix.AT_SYMLINK_NOFOLLOW)
+}
+
+func (s *dirStat) close() {
+	if s.fd >= 0 {
+		unix.Close(s.fd)
+		s.fd = -1
+	}
 }
 
 // opacity reports whether the directory rel/name of a layer hides the
