@@ -44,9 +44,16 @@ test: deps build vet fmt-check
 demo: deps build
 	UNIONMOUNT_BIN=$(BIN)/unionmount bash scripts/demo.sh
 
-## bench: placeholder until bench/ has its drivers
-bench:
-	$(GO) test -run '^$$' -bench . ./unionfs/ ./copyup/
+## bench: kernel vs FUSE benchmarks as root (~12 min): bench/results/report.md, one SVG
+## per workload group, results.csv, and the micro-benchmarks in bench/results/gobench.txt
+bench: deps build
+	$(BIN)/unionbench --out bench/results --format csv
+	$(GO) test -run '^$$' -bench . -benchmem -benchtime 200ms ./unionfs/ ./copyup/ | tee bench/results/gobench.txt
+
+## bench-quick: the same tool on tiny data, one repetition (< 2 min): a smoke test
+.PHONY: bench-quick
+bench-quick: build
+	$(BIN)/unionbench --quick --out $${TMPDIR:-/tmp}/unionbench-quick
 
 vet:
 	$(GO) vet ./...
