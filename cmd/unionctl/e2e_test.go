@@ -1,0 +1,394 @@
+package main
+
+import (
+	"archive/tar"
+	"encoding/json"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"slices"
+	"strconv"
+	"strings"
+	"testing"
+
+	"github.com/unionmount/unionmount/image/imagetest"
+	"github.com/unionmount/unionmount/internal/fstest"
+)
+
+// session is a store with the busybox image imported as "busybox:base".
+func session(t *testing.T) *imagetest.Session {
+	t.Helper()
+	fstest.RequireFUSE(t)
+	imagetest.RequireBusybox(t)
+	s := imagetest.NewSession(t)
+	tarball := imagetest.WriteFile(t, t.TempDir(), "rootfs.tar", imagetest.BusyboxTar(t,
+		imagetest.Entry{Name: "etc/motd", Body: []byte("welcome\n")},
+		imagetest.Entry{Name: "srv/", Type: tar.TypeDir},
+		imagetest.Entry{Name: "srv/old/", Type: tar.TypeDir},
+		imagetest.Entry{Name: "srv/old/a", Body: []byte("a\n")},
+		imagetest.Entry{Name: "srv/old/b", Body: []byte("b\n")},
+	))
+	s.Must(nil, "import", tarball, "busybox:base")
+	return s
+}
+
+// TestThreeLayerSession: the verbs on a three-layer image made by two
+// commits: history, diff, images, inspect, ps -s, save, rmi, load.
+func TestThreeLayerSession(t *testing.T) {
+	s := session(t)
+	s.Must(nil, "run", "--name", "step1", "busybox:base", "sh", "-c",
+		"mkdir /app && echo v1 > /app/version && rm /etc/motd")
+	if got := imagetest.Lines(s.Must(nil, "diff", "step1").Stdout); !slices.Equal(got,
+		[]string{"A /app", "A /app/version", "C /etc", "D /etc/motd"}) {
+		t.Errorf("diff step1: %q", got)
+	}
+	s.Must(nil, "commit", "-m", "add app", "step1", "app:1")
+	s.Must(nil, "run", "--name", "step2", "app:1", "sh", "-c",
+		"rm -r /srv/old && mkdir /srv/old && echo new > /srv/old/c && echo v2 > /app/version")
+	if got := imagetest.Lines(s.Must(nil, "diff", "step2").Stdout); !slices.Equal(got,
+		[]string{"C /app", "C /app/version", "C /srv", "C /srv/old", "D /srv/old/a", "D /srv/old/b", "A /srv/old/c"}) {
+		t.Errorf("diff step2: %q", got)
+	}
+	id := strings.TrimSpace(s.Must(nil, "commit", "-m", "replace /srv/old", "step2", "app:2").Stdout)
+	if !regexp.MustCompile(`^sha256:[0-9a-f]{64}$`).MatchString(id) {
+		t.Fatalf("commit printed %q", id)
+	}
+
+	hist := imagetest.Lines(s.Must(nil, "history", "app:2").Stdout)
+	if len(hist) != 4 || !strings.HasPrefix(hist[0], "LAYER") || !strings.Contains(hist[1], "replace /srv/old") ||
+		!strings.Contains(hist[2], "add app") || !strings.Contains(hist[3], "unionctl import") {
+		t.Errorf("history:\n%s", strings.Join(hist, "\n"))
+	}
+	var hj []historyJSON
+	for _, l := range imagetest.Lines(s.Must(nil, "history", "--format", "json", "app:2").Stdout) {
+		var h historyJSON
+		if err := json.Unmarshal([]byte(l), &h); err != nil {
+			t.Fatal(err)
+		}
+		hj = append(hj, h)
+	}
+	if len(hj) != 3 || hj[0].Size != int64(len("new\nv2\n")) || hj[1].Size != int64(len("v1\n")) {
+		t.Errorf("history sizes: %+v", hj)
+	}
+
+	images := s.Must(nil, "images").Stdout
+	for _, want := range []string{"app ", " 1 ", " 2 ", "busybox ", "base"} {
+		if !strings.Contains(images, want) {
+			t.Errorf("images lacks %q:\n%s", want, images)
+		}
+	}
+	var insp []imageInspect
+	if err := json.Unmarshal([]byte(s.Must(nil, "inspect", "app:2").Stdout), &insp); err != nil {
+		t.Fatal(err)
+	}
+	if len(insp) != 1 || insp[0].ID != id || len(insp[0].Layers) != 3 || insp[0].Layers[0].DiffID == "" {
+		t.Errorf("inspect: %+v", insp)
+	}
+
+	// ps -s: the writable layer is what du says of the upper.
+	var ps []psJSON
+	for _, l := range imagetest.Lines(s.Must(nil, "ps", "-a", "-s", "--format", "json", "--no-trunc").Stdout) {
+		var p psJSON
+		json.Unmarshal([]byte(l), &p)
+		ps = append(ps, p)
+	}
+	if len(ps) != 2 {
+		t.Fatalf("ps -a: %+v", ps)
+	}
+	for _, p := range ps {
+		if p.State != "exited" || !strings.HasPrefix(p.Status, "Exited (0)") {
+			t.Errorf("%s: state %s %q", p.Names, p.State, p.Status)
+		}
+		out, err := exec.Command("du", "-s", "-B1", filepath.Join(s.Root, "containers", p.ID, "upper")).Output()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if du := strings.Fields(string(out))[0]; strconv.FormatInt(p.SizeRw, 10) != du || p.SizeRootFs <= p.SizeRw {
+			t.Errorf("%s: size rw %d virtual %d, du says %s", p.Names, p.SizeRw, p.SizeRootFs, du)
+		}
+	}
+
+	// The committed image shows the changes of both layers.
+	out := s.Must(nil, "run", "--rm", "app:2", "sh", "-c",
+		"cat /app/version; ls /srv/old; test -e /etc/motd && echo motd still there; true").Stdout
+	if out != "v2\nc\n" {
+		t.Errorf("app:2 view: %q", out)
+	}
+
+	// save, rmi everything, load: same IDs, same view.
+	archivePath := filepath.Join(t.TempDir(), "app.tar")
+	s.Must(nil, "save", "-o", archivePath, "app:2", "app:1")
+	s.Must(nil, "rm", "step1", "step2")
+	rmi := s.Must(nil, "rmi", "app:2", "app:1", "busybox:base").Stdout
+	if n := strings.Count(rmi, "Deleted: "); n != 6 {
+		t.Errorf("rmi deleted %d objects, want 3 images and 3 layers:\n%s", n, rmi)
+	}
+	if files := imagetest.StoreFiles(t, s.Root); len(files) > 6 {
+		t.Errorf("store not empty after rmi: %q", files)
+	}
+	loaded := s.Must(nil, "load", "-i", archivePath).Stdout
+	if loaded != "Loaded image: app:2\nLoaded image: app:1\n" {
+		t.Errorf("load printed %q", loaded)
+	}
+	if got := strings.TrimSpace(s.Must(nil, "images", "-q", "--no-trunc").Stdout); !strings.Contains(got, id) {
+		t.Errorf("images after load: %q, want %s", got, id)
+	}
+	if out := s.Must(nil, "run", "--rm", "app:2", "cat", "/srv/old/c").Stdout; out != "new\n" {
+		t.Errorf("after load: %q", out)
+	}
+}
+
+// TestRunExitCodes: the container's status comes back; 125, 126, 127 as
+// docker; --rm leaves nothing.
+func TestRunExitCodes(t *testing.T) {
+	s := session(t)
+	cases := []struct {
+		args []string
+		code int
+		msg  string
+	}{
+		{[]string{"busybox:base", "sh", "-c", "exit 42"}, 42, ""},
+		{[]string{"busybox:base", "true"}, 0, ""},
+		// (The command is PID 1 of its namespace, which ignores signals
+		// from inside it: a child kills itself.)
+		{[]string{"busybox:base", "sh", "-c", "sh -c 'kill -9 $$'; exit $?"}, 137, ""},
+		{[]string{"busybox:base", "no-such-command"}, 127, "executable file not found"},
+		{[]string{"busybox:base", "/etc/motd"}, 126, "permission denied"},
+		{[]string{"-w", "/etc/motd", "busybox:base", "true"}, 125, "working directory"},
+		{[]string{"--user", "ghost", "busybox:base", "true"}, 125, "no such user"},
+		{[]string{"no-such-image", "true"}, 125, "no image"},
+	}
+	for _, c := range cases {
+		r := s.Run(nil, append([]string{"run", "--rm"}, c.args...)...)
+		if r.Code != c.code || !strings.Contains(r.Stderr, c.msg) {
+			t.Errorf("run %q: %v\nwant exit %d and %q", c.args, r, c.code, c.msg)
+		}
+	}
+	if ps := s.Must(nil, "ps", "-a", "-q").Stdout; ps != "" {
+		t.Errorf("--rm left containers: %q", ps)
+	}
+	// start -a of an exited container runs it again, with its upper.
+	s.Must(nil, "create", "--name", "again", "busybox:base", "sh", "-c", "echo x >> /count; wc -l < /count; exit 3")
+	for i := 1; i <= 2; i++ {
+		r := s.Run(nil, "start", "-a", "again")
+		if r.Code != 3 || strings.TrimSpace(r.Stdout) != strconv.Itoa(i) {
+			t.Errorf("start -a #%d: %v", i, r)
+		}
+	}
+}
+
+// TestRunEnvironment: user, working directory, environment, hostname and
+// the namespaces the command sees.
+func TestRunEnvironment(t *testing.T) {
+	s := session(t)
+	out := s.Must(nil, "run", "--rm", "-u", "nobody", "-w", "/made/here", "-e", "GREETING=hi", "--hostname", "box",
+		"busybox:base", "sh", "-c", `id -u; id -g; pwd; echo $GREETING $HOME; hostname; cat /etc/hostname; echo $$; ls /proc/1/ns >/dev/null && echo proc; ls /dev/null && echo dev`).Stdout
+	want := "65534\n65534\n/made/here\nhi /nonexistent\nbox\nbox\n1\nproc\n/dev/null\ndev\n"
+	if out != want {
+		t.Errorf("environment:\n got %q\nwant %q", out, want)
+	}
+	// stdin reaches the command.
+	if out := s.Must([]byte("from stdin\n"), "run", "--rm", "busybox:base", "cat").Stdout; out != "from stdin\n" {
+		t.Errorf("stdin: %q", out)
+	}
+}
+
+// TestRunVolumes: bind mounts (rw and ro) and named volumes bypass the
+// union; named volumes outlive their containers and are shared.
+func TestRunVolumes(t *testing.T) {
+	s := session(t)
+	host := t.TempDir()
+	os.WriteFile(filepath.Join(host, "in"), []byte("from host\n"), 0o644)
+	r := s.Run(nil, "run", "--name", "w", "-v", host+":/host", "-v", host+":/ro:ro", "-v", "data:/data",
+		"busybox:base", "sh", "-c", "cat /host/in; echo out > /host/out; echo kept > /data/file; touch /ro/x 2>/dev/null || echo ro refused")
+	if r.Code != 0 || r.Stdout != "from host\nro refused\n" {
+		t.Errorf("run with volumes: %v", r)
+	}
+	if b, _ := os.ReadFile(filepath.Join(host, "out")); string(b) != "out\n" {
+		t.Errorf("bind mount write: %q", b)
+	}
+	if d := imagetest.Lines(s.Must(nil, "diff", "w").Stdout); len(d) != 0 {
+		t.Errorf("volume writes show in the container's diff: %q", d)
+	}
+	var vol []map[string]any
+	json.Unmarshal([]byte(s.Must(nil, "volume", "inspect", "data").Stdout), &vol)
+	mp, _ := vol[0]["mountpoint"].(string)
+	if b, _ := os.ReadFile(filepath.Join(mp, "file")); string(b) != "kept\n" {
+		t.Errorf("named volume content %q at %s", b, mp)
+	}
+	if out := s.Must(nil, "run", "--rm", "--volumes-from", "w", "busybox:base", "cat", "/data/file", "/host/in").Stdout; out != "kept\nfrom host\n" {
+		t.Errorf("--volumes-from: %q", out)
+	}
+	if r := s.Run(nil, "volume", "rm", "data"); r.Code != 1 || !strings.Contains(r.Stderr, "used by container w") {
+		t.Errorf("volume rm of a used volume: %v", r)
+	}
+	s.Must(nil, "rm", "w")
+	if out := s.Must(nil, "run", "--rm", "-v", "data:/again", "busybox:base", "cat", "/again/file").Stdout; out != "kept\n" {
+		t.Errorf("volume after its container went: %q", out)
+	}
+	s.Must(nil, "volume", "rm", "data")
+	if out := s.Must(nil, "volume", "ls", "-q").Stdout; out != "" {
+		t.Errorf("volume ls after rm: %q", out)
+	}
+}
+
+// TestDetached: run -d, ps, logs, rm -f of a running container.
+func TestDetached(t *testing.T) {
+	s := session(t)
+	id := strings.TrimSpace(s.Must(nil, "run", "-d", "--name", "bg", "busybox:base", "sh", "-c", "echo started; exec sleep 60").Stdout)
+	if len(id) != 64 {
+		t.Fatalf("run -d printed %q", id)
+	}
+	ps := s.Must(nil, "ps").Stdout
+	if !strings.Contains(ps, id[:12]) || !strings.Contains(ps, "Up ") {
+		t.Errorf("ps of a running container:\n%s", ps)
+	}
+	if r := s.Run(nil, "rm", "bg"); r.Code != 1 || !strings.Contains(r.Stderr, "is running") {
+		t.Errorf("rm of a running container: %v", r)
+	}
+	if r := s.Run(nil, "start", "bg"); r.Code != 1 || !strings.Contains(r.Stderr, "running already") {
+		t.Errorf("start of a running container: %v", r)
+	}
+	if out := s.Must(nil, "logs", "bg").Stdout; !strings.HasPrefix(out, "started\n") {
+		t.Errorf("logs: %q", out)
+	}
+	s.Must(nil, "rm", "-f", "bg")
+	if out := s.Must(nil, "ps", "-a", "-q").Stdout; out != "" {
+		t.Errorf("ps after rm -f: %q", out)
+	}
+	// A command that ends at once, and one that does not start (docker's
+	// status for it).
+	s.Must(nil, "run", "-d", "--name", "quick", "busybox:base", "true")
+	if r := s.Run(nil, "run", "-d", "--name", "missing", "busybox:base", "no-such-command"); r.Code != 127 ||
+		!strings.Contains(r.Stderr, "executable file not found") {
+		t.Errorf("run -d of a missing command: %v", r)
+	}
+	var list []psJSON
+	for _, l := range imagetest.Lines(s.Must(nil, "ps", "-a", "--format", "json").Stdout) {
+		var p psJSON
+		json.Unmarshal([]byte(l), &p)
+		list = append(list, p)
+	}
+	if len(list) != 2 {
+		t.Errorf("ps -a: %+v", list)
+	}
+	for _, p := range list {
+		want := map[string]int{"quick": 0, "missing": 127}[p.Names]
+		if p.State != "exited" || p.ExitCode != want {
+			t.Errorf("%s: %s %d, want exited %d", p.Names, p.State, p.ExitCode, want)
+		}
+	}
+	if ok, _ := fstest.IsMountpoint(filepath.Join(s.Root, "containers", id, "merged")); ok {
+		t.Error("union still mounted after rm -f")
+	}
+}
+
+// TestMountUmount: a container's merged view at a path, outside any run.
+func TestMountUmount(t *testing.T) {
+	s := session(t)
+	s.Must(nil, "create", "--name", "m", "busybox:base", "true")
+	mnt := strings.TrimSpace(s.Must(nil, "mount", "m").Stdout)
+	if b, err := os.ReadFile(filepath.Join(mnt, "etc/motd")); err != nil || string(b) != "welcome\n" {
+		t.Fatalf("merged view at %s: %q, %v", mnt, b, err)
+	}
+	if err := os.WriteFile(filepath.Join(mnt, "written"), []byte("x"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	// A run while mounted uses the mount and leaves it.
+	if out := s.Must(nil, "start", "-a", "m").Stdout; out != "" {
+		t.Errorf("start: %q", out)
+	}
+	if ok, _ := fstest.IsMountpoint(mnt); !ok {
+		t.Error("run unmounted a mount it did not make")
+	}
+	s.Must(nil, "umount", "m")
+	if ok, _ := fstest.IsMountpoint(mnt); ok {
+		t.Error("still mounted after umount")
+	}
+	if got := imagetest.Lines(s.Must(nil, "diff", "m").Stdout); !slices.Equal(got, []string{"A /written"}) {
+		t.Errorf("diff after writing through the mount: %q", got)
+	}
+}
+
+// TestRuncRuntime: --runtime runc runs the same container from an OCI
+// bundle whose root is the union mount.
+func TestRuncRuntime(t *testing.T) {
+	if _, err := exec.LookPath("runc"); err != nil {
+		t.Skip("needs runc")
+	}
+	s := session(t)
+	host := t.TempDir()
+	os.Chmod(host, 0o777)
+	r := s.Run(nil, "run", "--name", "r", "--runtime", "runc", "-v", host+":/host", "-u", "nobody", "-w", "/tmp",
+		"busybox:base", "sh", "-c", "id -u; pwd; echo $$; echo hi > /tmp/file; echo vol > /host/v; exit 5")
+	if r.Code != 5 || r.Stdout != "65534\n/tmp\n1\n" {
+		t.Fatalf("runc run: %v", r)
+	}
+	if b, _ := os.ReadFile(filepath.Join(host, "v")); string(b) != "vol\n" {
+		t.Errorf("runc volume: %q", b)
+	}
+	if got := imagetest.Lines(s.Must(nil, "diff", "r").Stdout); !slices.Equal(got, []string{"C /tmp", "A /tmp/file"}) {
+		t.Errorf("diff after runc: %q", got)
+	}
+	var cfg map[string]any
+	b, err := os.ReadFile(filepath.Join(s.Root, "containers", containerID(t, s, "r"), "bundle", "config.json"))
+	if err != nil || json.Unmarshal(b, &cfg) != nil {
+		t.Fatalf("bundle config: %v", err)
+	}
+	if root := cfg["root"].(map[string]any)["path"]; !strings.HasSuffix(root.(string), "/merged") {
+		t.Errorf("bundle root %v, want the union mount", root)
+	}
+}
+
+func containerID(t *testing.T, s *imagetest.Session, name string) string {
+	t.Helper()
+	var insp []containerInspect
+	if err := json.Unmarshal([]byte(s.Must(nil, "inspect", "--type", "container", name).Stdout), &insp); err != nil {
+		t.Fatal(err)
+	}
+	return insp[0].ID
+}
+
+// TestBadInputLeavesStoreUnchanged: refused archives and tarballs say what
+// is wrong in one line, exit 1 and store nothing.
+func TestBadInputLeavesStoreUnchanged(t *testing.T) {
+	fstest.RequireRoot(t)
+	s := imagetest.NewSession(t)
+	dir := t.TempDir()
+	good := imagetest.Tar(t, []imagetest.Entry{{Name: "f", Body: []byte("content")}})
+	s.Must(good, "import", "-", "good:1")
+	archivePath := filepath.Join(dir, "good.tar")
+	s.Must(nil, "save", "--format", "docker-archive", "-o", archivePath, "good:1")
+	// Loads go to an empty store (a store that has a layer does not read
+	// it again).
+	s = imagetest.NewSession(t)
+	s.Must(nil, "images")
+	before := imagetest.StoreFiles(t, s.Root)
+	data, _ := os.ReadFile(archivePath)
+	i := strings.Index(string(data), "content")
+	corrupt := []byte(string(data))
+	corrupt[i] = 'C'
+	cases := map[string]struct {
+		args  []string
+		stdin []byte
+		want  string
+	}{
+		"escape":      {[]string{"import", "-", "bad:1"}, imagetest.Tar(t, []imagetest.Entry{{Name: "../../etc/x"}}), "unsafe path"},
+		"absolute":    {[]string{"import", "-", "bad:1"}, imagetest.Tar(t, []imagetest.Entry{{Name: "/etc/x"}}), "absolute name"},
+		"duplicate":   {[]string{"import", "-", "bad:1"}, imagetest.Tar(t, []imagetest.Entry{{Name: "a"}, {Name: "a"}}), "named twice"},
+		"hardlink":    {[]string{"import", "-", "bad:1"}, imagetest.Tar(t, []imagetest.Entry{{Name: "h", Type: tar.TypeLink, Link: "../../etc/passwd"}}), "hard link"},
+		"truncated":   {[]string{"load"}, data[:len(data)/2], "corrupt or truncated"},
+		"corrupted":   {[]string{"load"}, corrupt, "digest mismatch"},
+		"not archive": {[]string{"load"}, good, "not a docker-archive"},
+	}
+	for name, c := range cases {
+		r := s.Run(c.stdin, c.args...)
+		if r.Code != 1 || !strings.Contains(r.Stderr, c.want) || strings.Count(r.Stderr, "\n") != 1 {
+			t.Errorf("%s: %v\nwant exit 1 and one line with %q", name, r, c.want)
+		}
+		if after := imagetest.StoreFiles(t, s.Root); !slices.Equal(before, after) {
+			t.Errorf("%s: store changed:\nbefore %q\nafter  %q", name, before, after)
+		}
+	}
+}

@@ -1,0 +1,224 @@
+package main
+
+import (
+	"bufio"
+	"encoding/json"
+	"fmt"
+	"os"
+	"os/exec"
+	"os/user"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+	"testing"
+
+	"github.com/unionmount/unionmount/image/imagetest"
+	"github.com/unionmount/unionmount/internal/fstest"
+)
+
+// testUser is a user the test creates, with a subordinate id range, and
+// removes at cleanup.
+type testUser struct {
+	name     string
+	uid, gid int
+	subStart int
+}
+
+func createTestUser(t *testing.T) testUser {
+	t.Helper()
+	fstest.RequireRoot(t)
+	requireTools(t, "useradd", "userdel", "usermod", "newuidmap", "newgidmap", "setpriv", "unshare")
+	name := fmt.Sprintf("uctl%d", os.Getpid()%100000)
+	out, err := exec.Command("useradd", "--no-create-home", "--shell", "/bin/sh", name).CombinedOutput()
+	if err != nil {
+		t.Skipf("cannot create a test user: useradd: %v: %s", err, out)
+	}
+	u := testUser{name: name}
+	t.Cleanup(func() {
+		exec.Command("usermod", "--del-subuids", fmt.Sprintf("%d-%d", u.subStart, u.subStart+65535),
+			"--del-subgids", fmt.Sprintf("%d-%d", u.subStart, u.subStart+65535), name).Run()
+		if out, err := exec.Command("userdel", name).CombinedOutput(); err != nil {
+			t.Errorf("userdel %s: %v: %s", name, err, out)
+		}
+	})
+	pu, err := user.Lookup(name)
+	if err != nil {
+		t.Fatal(err)
+	}
+	u.uid, _ = strconv.Atoi(pu.Uid)
+	u.gid, _ = strconv.Atoi(pu.Gid)
+	// useradd may have given it a range already (SUB_UID_COUNT in
+	// login.defs); else give one above every existing range.
+	if start, ok := subRange("/etc/subuid", name); ok {
+		u.subStart = start
+		if gs, ok := subRange("/etc/subgid", name); !ok || gs != start {
+			t.Skipf("%s has different subuid and subgid ranges", name)
+		}
+		return u
+	}
+	u.subStart = max(highestSubID("/etc/subuid"), highestSubID("/etc/subgid"), 100000) + 65536
+	r := fmt.Sprintf("%d-%d", u.subStart, u.subStart+65535)
+	if out, err := exec.Command("usermod", "--add-subuids", r, "--add-subgids", r, name).CombinedOutput(); err != nil {
+		t.Fatalf("usermod: %v: %s", err, out)
+	}
+	return u
+}
+
+func subRange(file, name string) (int, bool) {
+	f, err := os.Open(file)
+	if err != nil {
+		return 0, false
+	}
+	defer f.Close()
+	sc := bufio.NewScanner(f)
+	for sc.Scan() {
+		p := strings.Split(sc.Text(), ":")
+		if len(p) == 3 && p[0] == name {
+			n, err := strconv.Atoi(p[1])
+			return n, err == nil
+		}
+	}
+	return 0, false
+}
+
+func highestSubID(file string) int {
+	f, err := os.Open(file)
+	if err != nil {
+		return 0
+	}
+	defer f.Close()
+	hi := 0
+	sc := bufio.NewScanner(f)
+	for sc.Scan() {
+		p := strings.Split(sc.Text(), ":")
+		if len(p) == 3 {
+			a, _ := strconv.Atoi(p[1])
+			b, _ := strconv.Atoi(p[2])
+			hi = max(hi, a+b)
+		}
+	}
+	return hi
+}
+
+// asUser wraps a command line to run as u, in a private mount namespace
+// where /dev/fuse is 0666 (as udev makes it; here it is 0600 and the
+// host's stays so).
+func asUser(u testUser, home string) func([]string) []string {
+	script := `set -e
+d=$(mktemp -d /tmp/unionctl-fuse.XXXXXX)
+mount -t tmpfs -o mode=755 tmpfs "$d"
+mknod -m 666 "$d/fuse" c 10 229
+mount --bind "$d/fuse" /dev/fuse
+umount -l "$d"; rmdir "$d"
+exec setpriv --reuid "$UID_" --regid "$GID_" --clear-groups env HOME="$HOME_" XDG_DATA_HOME= "$@"`
+	return func(argv []string) []string {
+		return append([]string{"unshare", "-m", "--propagation", "private", "env",
+			"UID_=" + strconv.Itoa(u.uid), "GID_=" + strconv.Itoa(u.gid), "HOME_=" + home,
+			"sh", "-c", script, "sh"}, argv...)
+	}
+}
+
+// TestRootless: a container run by a user without privileges: its writes
+// land in its upper (owned by the user's ids), a volume's writes land in
+// the volume and outlive the container, ps -s matches du of the upper.
+func TestRootless(t *testing.T) {
+	fstest.RequireFUSE(t)
+	imagetest.RequireBusybox(t)
+	u := createTestUser(t)
+
+	// Everything the user touches: binaries, the store, the tarball.
+	base, err := os.MkdirTemp("", "unionctl-rootless-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		unmountUnder(base)
+		os.RemoveAll(base)
+	})
+	os.Chmod(base, 0o755)
+	bin := filepath.Join(base, "bin")
+	os.Mkdir(bin, 0o755)
+	imagetest.CopyFile(t, imagetest.Unionctl(t), filepath.Join(bin, "unionctl"))
+	imagetest.CopyFile(t, fstest.Binary(t), filepath.Join(bin, "unionmount"))
+	os.Chmod(filepath.Join(bin, "unionctl"), 0o755)
+	os.Chmod(filepath.Join(bin, "unionmount"), 0o755)
+	home := filepath.Join(base, "home")
+	os.Mkdir(home, 0o700)
+	os.Chown(home, u.uid, u.gid)
+	tarball := imagetest.WriteFile(t, base, "rootfs.tar", imagetest.BusyboxTar(t,
+		imagetest.Entry{Name: "srv/", Type: '5'},
+		imagetest.Entry{Name: "srv/nobody", Body: []byte("n\n"), UID: 65534, GID: 65534},
+	))
+	os.Chmod(tarball, 0o644)
+
+	s := &imagetest.Session{T: t, Bin: filepath.Join(bin, "unionctl"), Root: filepath.Join(home, "store"),
+		Unionmount: filepath.Join(bin, "unionmount"), Wrap: asUser(u, home)}
+	t.Cleanup(func() {
+		for _, id := range strings.Fields(s.Run(nil, "ps", "-a", "-q", "--no-trunc").Stdout) {
+			s.Run(nil, "rm", "-f", id)
+		}
+	})
+	s.Must(nil, "import", tarball, "busybox:base")
+
+	// Layer owners map through the user's range: 0 is the user, 65534
+	// is subStart+65533.
+	var insp []imageInspect
+	json.Unmarshal([]byte(s.Must(nil, "inspect", "busybox:base").Stdout), &insp)
+	layerDir := insp[0].Layers[0].Path
+	for p, want := range map[string]int{"bin/busybox": u.uid, "srv/nobody": u.subStart + 65533} {
+		var st syscall.Stat_t
+		if err := syscall.Lstat(filepath.Join(layerDir, p), &st); err != nil || int(st.Uid) != want {
+			t.Errorf("%s owned by %d (%v), want %d", p, st.Uid, err, want)
+		}
+	}
+
+	r := s.Run(nil, "run", "--name", "c", "-v", "vol:/data", "busybox:base", "sh", "-c",
+		"id -u; echo written > /root/file; echo kept > /data/v; cat /srv/nobody; stat -c %u /srv/nobody; "+
+			"mkdir /home && chown nobody /home && echo ok")
+	if r.Code != 0 || r.Stdout != "0\nn\n65534\nok\n" {
+		t.Fatalf("rootless run: %v", r)
+	}
+	var ps psJSON
+	if err := json.Unmarshal([]byte(s.Must(nil, "ps", "-a", "-s", "--format", "json", "--no-trunc").Stdout), &ps); err != nil {
+		t.Fatal(err)
+	}
+	upper := filepath.Join(s.Root, "containers", ps.ID, "upper")
+	var st syscall.Stat_t
+	if err := syscall.Lstat(filepath.Join(upper, "root/file"), &st); err != nil || int(st.Uid) != u.uid {
+		t.Errorf("upper root/file: owner %d (%v), want the user %d", st.Uid, err, u.uid)
+	}
+	if err := syscall.Lstat(filepath.Join(upper, "home"), &st); err != nil || int(st.Uid) != u.subStart+65533 {
+		t.Errorf("upper home: owner %d (%v), want nobody's %d", st.Uid, err, u.subStart+65533)
+	}
+	out, err := exec.Command("du", "-s", "-B1", upper).Output()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if du := strings.Fields(string(out))[0]; strconv.FormatInt(ps.SizeRw, 10) != du {
+		t.Errorf("ps -s says %d for the upper, du says %s", ps.SizeRw, du)
+	}
+	if d := imagetest.Lines(s.Must(nil, "diff", "c").Stdout); strings.Join(d, ",") != "A /home,C /root,A /root/file" {
+		t.Errorf("rootless diff: %q", d)
+	}
+	s.Must(nil, "rm", "c")
+	if out := s.Must(nil, "run", "--rm", "-v", "vol:/again", "busybox:base", "cat", "/again/v").Stdout; out != "kept\n" {
+		t.Errorf("volume after its container: %q", out)
+	}
+	b, err := os.ReadFile(filepath.Join(s.Root, "volumes", "vol", "_data", "v"))
+	if err != nil || string(b) != "kept\n" {
+		t.Errorf("volume data on the host: %q, %v", b, err)
+	}
+	if r := s.Run(nil, "run", "--rm", "--runtime", "runc", "busybox:base", "true"); r.Code != 125 || !strings.Contains(r.Stderr, "needs real root") {
+		t.Errorf("rootless --runtime runc: %v", r)
+	}
+	// The store holds files of the user's subordinate ids: unshare runs
+	// a command where they are the user's to remove.
+	if out := s.Must(nil, "unshare", "sh", "-c", "id -u; cat /proc/self/uid_map | wc -l").Stdout; out != "0\n2\n" {
+		t.Errorf("unshare: %q", out)
+	}
+	s.Must(nil, "unshare", "rm", "-rf", s.Root)
+	if _, err := os.Stat(s.Root); !os.IsNotExist(err) {
+		t.Errorf("store still there after unshare rm -rf: %v", err)
+	}
+}

@@ -1,0 +1,53 @@
+package layer
+
+import (
+	"fmt"
+	"io/fs"
+	"path/filepath"
+	"syscall"
+)
+
+// Usage is what a directory tree takes.
+type Usage struct {
+	// Disk is the space allocated (st_blocks * 512, once per inode,
+	// directories included): what `du -s -B1` reports.
+	Disk int64
+	// Content is the apparent size of regular files and symlinks, once per
+	// inode: what docker reports as a layer's size.
+	Content int64
+}
+
+// DiskUsage measures the tree at dir without following symlinks.
+func DiskUsage(dir string) (Usage, error) {
+	var u Usage
+	seen := map[[2]uint64]bool{}
+	err := filepath.WalkDir(dir, func(p string, d fs.DirEntry, err error) error {
+		if err != nil {
+			return err
+		}
+		fi, err := d.Info()
+		if err != nil {
+			return err
+		}
+		st, ok := fi.Sys().(*syscall.Stat_t)
+		if !ok {
+			return nil
+		}
+		key := [2]uint64{st.Dev, st.Ino}
+		if st.Nlink > 1 && !d.IsDir() {
+			if seen[key] {
+				return nil
+			}
+			seen[key] = true
+		}
+		u.Disk += st.Blocks * 512
+		if t := fi.Mode().Type(); t == 0 || t == fs.ModeSymlink {
+			u.Content += st.Size
+		}
+		return nil
+	})
+	if err != nil {
+		return Usage{}, fmt.Errorf("measure %s: %w", dir, err)
+	}
+	return u, nil
+}

@@ -1,0 +1,78 @@
+package store
+
+import (
+	"fmt"
+	"testing"
+	"time"
+
+	"github.com/unionmount/unionmount/image/imagetest"
+	"github.com/unionmount/unionmount/internal/fstest"
+)
+
+// imageOfFiles stores an image of n small files in 100 directories and a
+// container over it with one changed file in its upper.
+func imageOfFiles(b *testing.B, s *Store, n int) *Container {
+	b.Helper()
+	es := make([]imagetest.Entry, 0, n+100)
+	for i := 0; i < n; i++ {
+		es = append(es, imagetest.Entry{Name: fmt.Sprintf("d%02d/f%05d", i%100, i), Body: []byte(fmt.Sprintf("file %d\n", i))})
+	}
+	name := fmt.Sprintf("files:%d", n)
+	mustImport(b, s, imagetest.Tar(b, es), name)
+	c, err := s.CreateContainer(CreateOptions{Image: name, Cmd: []string{"x"}})
+	if err != nil {
+		b.Fatal(err)
+	}
+	err = fstest.Apply(s.Upper(c),
+		fstest.CreateDir("d00", 0o755),
+		fstest.CreateFile("d00/f00000", []byte("changed\n"), 0o644),
+	)
+	if err != nil {
+		b.Fatal(err)
+	}
+	return c
+}
+
+func commitOnce(b *testing.B, s *Store, c *Container) {
+	if _, err := s.Commit(c, nil, CommitOptions{}); err != nil {
+		b.Fatal(err)
+	}
+}
+
+// BenchmarkCommit commits one changed file over a 10-file and a
+// 10,000-file image. Commit reads only the upper, so both take about the
+// same time.
+//
+//	go test ./image/store -run '^$' -bench Commit
+func BenchmarkCommit(b *testing.B) {
+	for _, n := range []int{10, 10_000} {
+		b.Run(fmt.Sprintf("files=%d", n), func(b *testing.B) {
+			s := newStore(b)
+			c := imageOfFiles(b, s, n)
+			for b.Loop() {
+				commitOnce(b, s, c)
+			}
+		})
+	}
+}
+
+// BenchmarkCommitRatio times both sizes in one run, alternately, and
+// reports the ratio of the 10,000-file commit to the 10-file one
+// (ratio/op near 1 means the cost follows the change, not the image).
+func BenchmarkCommitRatio(b *testing.B) {
+	s := newStore(b)
+	small := imageOfFiles(b, s, 10)
+	big := imageOfFiles(b, s, 10_000)
+	var tSmall, tBig time.Duration
+	for b.Loop() {
+		t0 := time.Now()
+		commitOnce(b, s, small)
+		t1 := time.Now()
+		commitOnce(b, s, big)
+		tSmall += t1.Sub(t0)
+		tBig += time.Since(t1)
+	}
+	b.ReportMetric(float64(tBig)/float64(tSmall), "ratio")
+	b.ReportMetric(float64(tSmall.Microseconds())/float64(b.N), "small-µs/op")
+	b.ReportMetric(float64(tBig.Microseconds())/float64(b.N), "big-µs/op")
+}

@@ -1,0 +1,115 @@
+package store
+
+import (
+	"bufio"
+	"bytes"
+	"errors"
+	"fmt"
+	"os"
+	"os/exec"
+	"strings"
+
+	"golang.org/x/sys/unix"
+)
+
+// escapeLower escapes a lower path for unionmount's --lower list.
+func escapeLower(p string) string {
+	return strings.NewReplacer(`\`, `\\`, `:`, `\:`).Replace(p)
+}
+
+// Mounted reports whether the container's union is mounted (in this mount
+// namespace).
+func (s *Store) Mounted(c *Container) bool {
+	ok, _ := IsMountpoint(s.Merged(c))
+	return ok
+}
+
+// Mount mounts the container's union at Merged(c) with the unionmount
+// binary (which returns once the mount is up and serves it as a daemon).
+// It returns whether it mounted (false: it was mounted already).
+func (s *Store) Mount(c *Container) (bool, error) {
+	if s.Mounted(c) {
+		return false, nil
+	}
+	if s.opts.Unionmount == "" {
+		return false, errors.New("mount: no unionmount binary: build it (make build) or pass --unionmount PATH")
+	}
+	var lowers []string
+	for _, l := range s.Lowers(c) {
+		lowers = append(lowers, escapeLower(l))
+	}
+	cmd := exec.Command(s.opts.Unionmount, "--lower", strings.Join(lowers, ":"),
+		"--upper", s.Upper(c), "--workdir", s.Work(c), s.Merged(c))
+	var out bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &out, &out
+	if err := cmd.Run(); err != nil {
+		return false, fmt.Errorf("mount container %s: %s: %w: %s", c.Name, s.opts.Unionmount, err, strings.TrimSpace(out.String()))
+	}
+	return true, nil
+}
+
+// Unmount unmounts the container's union if it is mounted; the unionmount
+// daemon then exits. A busy mount is detached.
+func (s *Store) Unmount(c *Container) error {
+	mnt := s.Merged(c)
+	if !s.Mounted(c) {
+		return nil
+	}
+	err := unix.Unmount(mnt, 0)
+	if errors.Is(err, unix.EBUSY) {
+		err = unix.Unmount(mnt, unix.MNT_DETACH)
+	}
+	if err != nil {
+		if out, ferr := exec.Command("fusermount3", "-u", mnt).CombinedOutput(); ferr != nil {
+			return fmt.Errorf("unmount %s: %w (fusermount3: %s)", mnt, err, strings.TrimSpace(string(out)))
+		}
+	}
+	return nil
+}
+
+// IsMountpoint reports whether p is a mount point in this mount namespace.
+func IsMountpoint(p string) (bool, error) {
+	f, err := os.Open("/proc/self/mountinfo")
+	if err != nil {
+		return false, err
+	}
+	defer f.Close()
+	sc := bufio.NewScanner(f)
+	sc.Buffer(make([]byte, 64<<10), 1<<20)
+	for sc.Scan() {
+		fields := strings.Fields(sc.Text())
+		if len(fields) > 4 && unescapeMountinfo(fields[4]) == p {
+			return true, nil
+		}
+	}
+	return false, sc.Err()
+}
+
+// unescapeMountinfo undoes the octal escapes (\040 for space...) of
+// /proc/self/mountinfo.
+func unescapeMountinfo(s string) string {
+	if !strings.Contains(s, `\`) {
+		return s
+	}
+	var b strings.Builder
+	for i := 0; i < len(s); i++ {
+		if s[i] == '\\' && i+3 < len(s) {
+			var v byte
+			ok := true
+			for _, c := range s[i+1 : i+4] {
+				if c < '0' || c > '7' {
+					ok = false
+					break
+				}
+				v = v*8 + byte(c-'0')
+			}
+			if ok {
+				b.WriteByte(v)
+				i += 3
+				continue
+			}
+		}
+		b.WriteByte(s[i])
+	}
+	return b.String()
+}
