@@ -413,7 +413,12 @@ func MountUnion(t testing.TB, lowers []string, upper, work, mnt string, args ...
 		if err != nil {
 			t.Fatalf("mount unionmount: %v", err)
 		}
-		if len(now) > len(before) {
+		if len(now) > len(before) && !holdsFileIn(u.Pid, abs) {
+			// Mounted, and go-fuse's start-up probe (it opens a file in
+			// the mount and polls it) is over: a SIGKILL during that probe
+			// leaves the daemon flushing a file of its own dead mount
+			// forever, so tests that kill the daemon must not start
+			// before it ends.
 			u.dev = now[len(now)-1]
 			return u
 		}
@@ -642,4 +647,19 @@ func (s *syncBuffer) String() string {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return s.b.String()
+}
+
+// holdsFileIn reports whether process pid has an open file under dir.
+func holdsFileIn(pid int, dir string) bool {
+	fds, err := os.ReadDir(fmt.Sprintf("/proc/%d/fd", pid))
+	if err != nil {
+		return false
+	}
+	for _, fd := range fds {
+		target, err := os.Readlink(fmt.Sprintf("/proc/%d/fd/%s", pid, fd.Name()))
+		if err == nil && strings.HasPrefix(target, dir+"/") {
+			return true
+		}
+	}
+	return false
 }
