@@ -43,8 +43,10 @@ func (h *dirHandle) load() syscall.Errno {
 	}
 	for i := range entries {
 		e := &entries[i]
-		if e.shadowed {
-			// A copied-up entry reports its origin's number (ovl_cache_update_ino).
+		if e.shadowed || (n.u.hasUpper && e.layer == 0 && e.mode != unix.S_IFDIR) {
+			// A copied-up entry reports its origin's number
+			// (ovl_cache_update_ino); a non-directory may have been
+			// copied up and renamed to a name no lower layer has.
 			if ino, ok := n.u.readOrigin(join(rel, e.name)); ok {
 				e.ino = ino
 			}

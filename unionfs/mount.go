@@ -22,6 +22,8 @@ type unionFS struct {
 	work     int // fd of <workdir>/work, on the upper's filesystem
 	format   whiteout.Format
 	// originXattr persists a copied-up entry's inode number in the upper.
+	// It lives under *.overlay.*, so kernel overlayfs hides it as its own
+	// private xattr when it mounts an upper we wrote.
 	originXattr string
 	inos        *inoMapper
 	ids         idMapper
@@ -80,9 +82,9 @@ func (u *unionFS) init() error {
 			return err
 		}
 	}
-	u.originXattr = "trusted.unionmount.origin"
+	u.originXattr = "trusted.overlay.unionmount.origin"
 	if u.format.Rootless {
-		u.originXattr = "user.unionmount.origin"
+		u.originXattr = "user.overlay.unionmount.origin"
 	}
 	var err error
 	if u.cache, err = newLookupCache(opts.LookupCacheEntries); err != nil {
@@ -178,8 +180,13 @@ func Mount(mountpoint string, opts Options) (*fuse.Server, error) {
 		EnableSymlinkCaching: true,
 		EnableAcl:            true,
 		DirectMount:          opts.DirectMount,
-		Debug:                opts.Debug,
-		Logger:               u.log,
+		// As fuse-overlayfs and a kernel overlay mount: device nodes of
+		// the layers do not open, setuid programs in them run setuid (a
+		// container's sudo or ping). go-fuse's default adds nosuid.
+		// fusermount3 forces nosuid,nodev for non-root users anyway.
+		DirectMountFlags: unix.MS_NODEV,
+		Debug:            opts.Debug,
+		Logger:           u.log,
 	}
 	if !u.hasUpper {
 		mo.Options = append(mo.Options, "ro")

@@ -31,6 +31,10 @@ type node struct {
 	top int
 	// dirs are the layers merged for a directory, top first. Guarded by mu.
 	dirs []layerDir
+	// last is the latest stat of a directory, FIFO or socket, for fstat
+	// after its name is gone (they have no handle). Guarded by mu.
+	last     unix.Stat_t
+	haveLast bool
 
 	// copiedUp becomes true when the node moves to the upper, so handles
 	// opened on a lower file switch to the copy.
@@ -148,13 +152,14 @@ func (n *node) Lookup(ctx context.Context, name string, out *fuse.EntryOut) (*fs
 	if !found {
 		return nil, syscall.ENOENT
 	}
-	return n.u.childInode(ctx, &n.Inode, join(rel, name), &res, out), 0
+	return n.u.childInode(ctx, &n.Inode, rel, name, &res, out), 0
 }
 
 // childInode returns the Inode for a resolved entry, reusing the existing
 // one when go-fuse already knows the (mode, ino) pair and refreshing its
 // layer state.
-func (u *unionFS) childInode(ctx context.Context, parent *fs.Inode, rel string, res *resolution, out *fuse.EntryOut) *fs.Inode {
+func (u *unionFS) childInode(ctx context.Context, parent *fs.Inode, prel, name string, res *resolution, out *fuse.EntryOut) *fs.Inode {
+	rel := join(prel, name)
 	ino := u.inoOf(res, rel)
 	child := u.newNode(res.top, res.dirs)
 	sa := fs.StableAttr{Mode: res.st.Mode & unix.S_IFMT, Ino: ino}
@@ -164,15 +169,18 @@ func (u *unionFS) childInode(ctx context.Context, parent *fs.Inode, rel string, 
 		// their state must not be shared.
 		sa.Gen = aliasGen(rel)
 	}
-	ch := parent.NewInode(ctx, child, sa)
-	if existing, ok := ch.Operations().(*node); ok && existing != child {
-		existing.setState(res.top, res.dirs)
-		existing.unlinked.Store(false)
-	}
 	u.fillAttr(&res.st, ino, len(res.dirs) > 1, &out.Attr)
 	out.SetEntryTimeout(u.opts.EntryTimeout)
 	out.SetAttrTimeout(u.opts.AttrTimeout)
-	return ch
+	if ex := parent.GetChild(name); ex != nil && ex.StableAttr() == sa {
+		// The kernel still holds this node: refresh what the layers say.
+		if en, ok := ex.Operations().(*node); ok {
+			en.setState(res.top, res.dirs)
+			en.unlinked.Store(false)
+			return ex
+		}
+	}
+	return parent.NewInode(ctx, child, sa)
 }
 
 // topStat lstats the node's topmost entry.
@@ -191,7 +199,26 @@ func (n *node) Getattr(ctx context.Context, f fs.FileHandle, out *fuse.AttrOut) 
 			return n.u.errno("fstat", "", err)
 		}
 	} else if _, rel, err := n.topStat(&st); err != nil {
-		return n.u.errno("stat", rel, err)
+		if !n.unlinked.Load() || !isNotExist(err) {
+			return n.u.errno("stat", rel, err)
+		}
+		// An open FIFO or directory has no handle to fstat once its name
+		// is gone: report what it was last.
+		n.mu.Lock()
+		st, ok := n.last, n.haveLast
+		n.mu.Unlock()
+		if !ok {
+			return n.u.errno("stat", rel, err)
+		}
+		n.u.fillAttr(&st, n.StableAttr().Ino, false, &out.Attr)
+		out.Nlink = 0
+		out.SetTimeout(n.u.opts.AttrTimeout)
+		return 0
+	}
+	if t := st.Mode & unix.S_IFMT; t == unix.S_IFDIR || t == unix.S_IFIFO || t == unix.S_IFSOCK {
+		n.mu.Lock()
+		n.last, n.haveLast = st, true
+		n.mu.Unlock()
 	}
 	n.u.fillAttr(&st, n.StableAttr().Ino, n.merged(), &out.Attr)
 	if n.unlinked.Load() && st.Mode&unix.S_IFMT != unix.S_IFDIR {

@@ -116,20 +116,25 @@ func (n *node) Rename(ctx context.Context, name string, newParent fs.InodeEmbedd
 	if err != nil {
 		return u.errno("rename", join(srel, name), err)
 	}
-	dstLower, err := u.lowerHas(ddirs, drel, newName)
-	if err != nil {
-		return u.errno("rename", join(drel, newName), err)
-	}
+	// ovl_rename: a directory that only the upper has is marked opaque
+	// when it moves into a merged directory, whether or not a lower layer
+	// shows its new name, so it never merges with what a lower may hold.
+	dstMerged := len(u.lowerDirs(ddirs)) > 0
+	srcMerged := len(u.lowerDirs(sdirs)) > 0
 
 	if exchange {
 		if err := unix.Renameat2(sfd, name, dfd, newName, unix.RENAME_EXCHANGE); err != nil {
 			return u.errno("rename", join(srel, name), err)
 		}
-		if dIsDir && srcLower {
-			u.setOpaque(sfd, name)
+		if dIsDir && srcMerged {
+			if err := u.setOpaque(sfd, name); err != nil {
+				return u.errno("rename", join(srel, name), err)
+			}
 		}
-		if sIsDir && dstLower {
-			u.setOpaque(dfd, newName)
+		if sIsDir && dstMerged {
+			if err := u.setOpaque(dfd, newName); err != nil {
+				return u.errno("rename", join(drel, newName), err)
+			}
 		}
 		return 0
 	}
@@ -167,14 +172,14 @@ func (n *node) Rename(ctx context.Context, name string, newParent fs.InodeEmbedd
 	if err != nil {
 		return u.errno("rename", join(srel, name), err)
 	}
-	if sIsDir && dstLower {
+	if sIsDir && dstMerged {
 		if err := u.setOpaque(dfd, newName); err != nil {
 			return u.errno("rename", join(drel, newName), err)
 		}
 	}
 	if dfound {
 		if ch := np.GetChild(newName); ch != nil && ch != sch {
-			if cn, ok := ch.Operations().(*node); ok {
+			if cn, ok := ch.Operations().(*node); ok && (dIsDir || !dres.upper(u) || dres.st.Nlink <= 1) {
 				cn.unlinked.Store(true)
 			}
 		}

@@ -165,7 +165,7 @@ func (n *node) newUpperEntry(ctx context.Context, dfd int, rel, name string, out
 	if res.st.Mode&unix.S_IFMT == unix.S_IFDIR {
 		res.dirs = []layerDir{{layer: 0}}
 	}
-	return n.u.childInode(ctx, &n.Inode, join(rel, name), &res, out), nil
+	return n.u.childInode(ctx, &n.Inode, rel, name, &res, out), nil
 }
 
 var _ = (fs.NodeCreater)((*node)(nil))
