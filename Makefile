@@ -37,6 +37,7 @@ deps:
 
 ## test: everything CI runs; integration tests use the binary built here
 test: export UNIONMOUNT_BIN := $(BIN)/unionmount
+test: export UNIONCTL_BIN := $(BIN)/unionctl
 test: deps build vet fmt-check
 	$(GO) test -race -count=1 -timeout 25m ./...
 

@@ -31,6 +31,14 @@
 // permissions allow, as on a kernel overlay mount (default_permissions is
 // always on) and as fuse-overlayfs does for podman's containers.
 //
+// Before mounting it checks what the host must provide for the caller
+// (a usable /dev/fuse; for a user, a setuid fusermount3 and, with
+// allow_other, user_allow_other; in a user namespace, a mount namespace of
+// its own) and names the fix of what is missing (host.go). With id options,
+// a lower reached through an idmapped mount is reached through a plain
+// mount of its filesystem instead, so that ids are shifted once
+// (idmapped.go: containers-storage of podman 4.3 does both).
+//
 // Both forms daemonize: the command returns 0 once the mount is up, or
 // prints the error and returns 1 (see daemon.go for how the child reports
 // readiness). With -f/--foreground it serves until `fusermount3 -u
@@ -90,6 +98,9 @@ func start(cfg config, args []string, stderr io.Writer) error {
 		return runDaemonChild(cfg, logger)
 	}
 	if err := validate(&cfg); err != nil {
+		return err
+	}
+	if err := checkHost(&cfg.opts, os.Geteuid(), inUserNamespace(), realHost()); err != nil {
 		return err
 	}
 	if cfg.opts.Debug {

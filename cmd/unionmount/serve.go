@@ -30,6 +30,7 @@ func mountAndServe(cfg config, logger *log.Logger, report func(error)) error {
 
 	cfg.opts.Logger = logger
 	srv, err := unionfs.Mount(cfg.mountpoint, cfg.opts)
+	err = explainMountError(err)
 	if report != nil {
 		report(err)
 	}

@@ -27,6 +27,9 @@ func validate(cfg *config) error {
 		lowers[i] = p
 	}
 	o.Lowers = lowers
+	if err := bypassIDMappedLowers(cfg); err != nil {
+		return err
+	}
 
 	if o.Upper != "" {
 		upper, err := resolveDir(cfg.upperSrc, o.Upper, "create it or pass an existing directory")
