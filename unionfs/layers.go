@@ -3,6 +3,7 @@ package unionfs
 import (
 	"errors"
 	"fmt"
+	"strconv"
 	"strings"
 	"sync"
 
@@ -14,7 +15,8 @@ import (
 type layer struct {
 	index int
 	path  string
-	fd    int // O_PATH|O_DIRECTORY fd of the layer root, for *at calls
+	fd    int    // O_PATH|O_DIRECTORY fd of the layer root, for *at calls
+	proc  string // "/proc/self/fd/<fd>": the root by fd, for calls that need a path
 	dev   uint64
 	upper bool
 }
@@ -29,7 +31,17 @@ func openLayer(index int, path string, upper bool) (*layer, error) {
 		unix.Close(fd)
 		return nil, fmt.Errorf("stat layer %q: %w", path, err)
 	}
-	return &layer{index: index, path: path, fd: fd, dev: st.Dev, upper: upper}, nil
+	return &layer{index: index, path: path, fd: fd, proc: "/proc/self/fd/" + strconv.Itoa(fd), dev: st.Dev, upper: upper}, nil
+}
+
+// xpath names rel inside the layer for the l*xattr calls, which have no
+// *at form. It goes through the layer's fd, not its path: podman detaches
+// the (idmapped) lower mounts it hands over right after the mount is up.
+func (l *layer) xpath(rel string) string {
+	if rel == "" {
+		return l.proc + "/."
+	}
+	return l.proc + "/" + rel
 }
 
 // rel2at turns a layer-relative path into an argument for *at calls on the

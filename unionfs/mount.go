@@ -92,7 +92,7 @@ func (u *unionFS) init() error {
 	}
 	var dirs []layerDir
 	for _, l := range u.layers {
-		dirs = append(dirs, layerDir{layer: l.index, xwh: xattrOpacity(l.path) == whiteout.XattrWhiteouts})
+		dirs = append(dirs, layerDir{layer: l.index, xwh: xattrOpacity(l.xpath("")) == whiteout.XattrWhiteouts})
 	}
 	u.root = u.newNode(0, dirs)
 	return nil

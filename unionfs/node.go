@@ -107,7 +107,7 @@ func (u *unionFS) inoOf(res *resolution, rel string) uint64 {
 
 func (u *unionFS) readOrigin(rel string) (uint64, bool) {
 	var buf [8]byte
-	n, err := unix.Lgetxattr(u.layers[0].path+"/"+rel, u.originXattr, buf[:])
+	n, err := unix.Lgetxattr(u.layers[0].xpath(rel), u.originXattr, buf[:])
 	if err != nil || n != 8 {
 		return 0, false
 	}

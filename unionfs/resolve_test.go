@@ -241,3 +241,27 @@ func TestInoMapper(t *testing.T) {
 		t.Errorf("reserved/huge numbers must go to the overflow table: %d %d", x, y)
 	}
 }
+
+// TestLowerPathDetached: podman detaches the lower mounts it hands over
+// right after the mount program returns, so layers must be reached through
+// their fds, xattrs (opaque markers) included.
+func TestLowerPathDetached(t *testing.T) {
+	requireRoot(t)
+	lowers := mkLayers(t, []string{"d!", "d/top=1"}, []string{"d/", "d/hidden=1"})
+	for _, cache := range []int64{0, 1 << 10} {
+		bind := filepath.Join(t.TempDir(), "bind")
+		if err := os.Mkdir(bind, 0o755); err != nil {
+			t.Fatal(err)
+		}
+		if err := unix.Mount(lowers[0], bind, "", unix.MS_BIND, ""); err != nil {
+			t.Skipf("bind mount: %v", err)
+		}
+		v := newView(t, cache, []string{bind, lowers[1]})
+		if err := unix.Unmount(bind, unix.MNT_DETACH); err != nil {
+			t.Fatal(err)
+		}
+		if got := strings.Join(v.list("d"), " "); got != "top" {
+			t.Errorf("cache=%d: d lists %q after the lower's path went away, want top (d is opaque)", cache, got)
+		}
+	}
+}

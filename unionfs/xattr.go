@@ -60,10 +60,7 @@ func isHiddenXattr(name string) bool {
 func (n *node) topPath() (string, string) {
 	top, _, rel := n.state()
 	l := n.u.layers[top]
-	if rel == "" {
-		return l.path, rel
-	}
-	return l.path + "/" + rel, rel
+	return l.xpath(rel), rel
 }
 
 var _ = (fs.NodeGetxattrer)((*node)(nil))
