@@ -207,6 +207,15 @@ func Mount(mountpoint string, opts Options) (*fuse.Server, error) {
 		u.close()
 		return nil, fmt.Errorf("mount %q: %w", mountpoint, err)
 	}
+	if opts.ReadAheadKB >= 0 {
+		kb := opts.ReadAheadKB
+		if kb == 0 {
+			kb = DefaultReadAheadKB
+		}
+		if err := setReadAhead(mountpoint, kb); err != nil && opts.Debug {
+			u.log.Printf("read-ahead not raised: %v", err)
+		}
+	}
 	go func() {
 		srv.Wait()
 		u.close()

@@ -47,6 +47,10 @@ type Options struct {
 	// Set them to -1 for no squashing (the zero value squashes to root).
 	SquashUID, SquashGID int64
 
+	// ReadAheadKB is the kernel read-ahead for the mount: 0 means
+	// DefaultReadAheadKB, negative leaves the kernel's default.
+	ReadAheadKB int
+
 	// Mount options.
 	AllowOther  bool
 	DirectMount bool
