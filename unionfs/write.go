@@ -139,8 +139,20 @@ func (n *node) prepareCreate(name string) (dfd int, rel string, overWhiteout boo
 }
 
 // own gives a new upper entry to the calling user (the daemon creates as
-// root). The group stays as created when the directory is setgid.
-func (u *unionFS) own(ctx context.Context, dfd int, name string) error {
+// root). The group stays as created when the directory is setgid. chown
+// clears the setuid and setgid bits of a non-directory, so a mode that has
+// them is set again after it.
+func (u *unionFS) own(ctx context.Context, dfd int, name string, mode uint32) error {
+	if err := u.chownToCaller(ctx, dfd, name); err != nil {
+		return err
+	}
+	if mode&(unix.S_ISUID|unix.S_ISGID) != 0 && mode&unix.S_IFMT != unix.S_IFDIR && mode&unix.S_IFMT != unix.S_IFLNK {
+		return unix.Fchmodat(dfd, name, mode&07777, 0)
+	}
+	return nil
+}
+
+func (u *unionFS) chownToCaller(ctx context.Context, dfd int, name string) error {
 	caller, ok := fuse.FromContext(ctx)
 	if !ok {
 		return nil
@@ -181,7 +193,7 @@ func (n *node) Create(ctx context.Context, name string, flags uint32, mode uint3
 	if err != nil {
 		return nil, nil, 0, n.u.errno("create", join(rel, name), err)
 	}
-	if err := n.u.own(ctx, dfd, name); err != nil {
+	if err := n.u.own(ctx, dfd, name, unix.S_IFREG|mode); err != nil {
 		unix.Close(fd)
 		return nil, nil, 0, n.u.errno("chown", join(rel, name), err)
 	}
@@ -212,7 +224,7 @@ func (n *node) Mkdir(ctx context.Context, name string, mode uint32, out *fuse.En
 			return nil, n.u.errno("mkdir", join(rel, name), err)
 		}
 	}
-	if err := n.u.own(ctx, dfd, name); err != nil {
+	if err := n.u.own(ctx, dfd, name, unix.S_IFDIR|mode); err != nil {
 		return nil, n.u.errno("chown", join(rel, name), err)
 	}
 	ch, err := n.newUpperEntry(ctx, dfd, rel, name, out)
@@ -246,7 +258,7 @@ func (n *node) Mknod(ctx context.Context, name string, mode uint32, dev uint32, 
 	if err := unix.Mknodat(dfd, name, mode, int(dev)); err != nil {
 		return nil, n.u.errno("mknod", join(rel, name), err)
 	}
-	if err := n.u.own(ctx, dfd, name); err != nil {
+	if err := n.u.own(ctx, dfd, name, mode); err != nil {
 		return nil, n.u.errno("chown", join(rel, name), err)
 	}
 	ch, err := n.newUpperEntry(ctx, dfd, rel, name, out)
@@ -267,7 +279,7 @@ func (n *node) Symlink(ctx context.Context, target, name string, out *fuse.Entry
 	if err := unix.Symlinkat(target, dfd, name); err != nil {
 		return nil, n.u.errno("symlink", join(rel, name), err)
 	}
-	if err := n.u.own(ctx, dfd, name); err != nil {
+	if err := n.u.own(ctx, dfd, name, unix.S_IFLNK); err != nil {
 		return nil, n.u.errno("chown", join(rel, name), err)
 	}
 	ch, err := n.newUpperEntry(ctx, dfd, rel, name, out)

@@ -3,6 +3,7 @@ package unionfs
 import (
 	"bytes"
 	"context"
+	"strconv"
 	"strings"
 	"syscall"
 
@@ -55,12 +56,23 @@ func isHiddenXattr(name string) bool {
 		strings.HasPrefix(name, "user.fuseoverlayfs.")
 }
 
-// topPath is the absolute path of the node's topmost entry, for the
-// l*xattr calls (which have no *at form).
-func (n *node) topPath() (string, string) {
+// topPath names the node's topmost entry for the l*xattr calls, which
+// have no *at form. In the upper, which users change while we work, the
+// parent is opened with RESOLVE_NO_SYMLINKS first and the path goes through
+// that fd, so a symlink swapped into a parent is never followed. Call done
+// when finished with the path.
+func (n *node) topPath() (path, rel string, done func(), err error) {
 	top, _, rel := n.state()
 	l := n.u.layers[top]
-	return l.xpath(rel), rel
+	if !l.upper || !strings.Contains(rel, "/") {
+		return l.xpath(rel), rel, func() {}, nil
+	}
+	prel, name := split(rel)
+	fd, err := l.openDir(prel, unix.O_PATH)
+	if err != nil {
+		return "", rel, nil, err
+	}
+	return "/proc/self/fd/" + strconv.Itoa(fd) + "/" + name, rel, func() { unix.Close(fd) }, nil
 }
 
 var _ = (fs.NodeGetxattrer)((*node)(nil))
@@ -73,8 +85,12 @@ func (n *node) Getxattr(ctx context.Context, attr string, dest []byte) (uint32, 
 	if !ok {
 		return 0, syscall.ENODATA
 	}
-	p, rel := n.topPath()
+	p, rel, done, err := n.topPath()
+	if err != nil {
+		return 0, n.u.errno("getxattr", rel, err)
+	}
 	sz, err := unix.Lgetxattr(p, real, dest)
+	done()
 	if attr == capXattr {
 		if err == unix.ENODATA {
 			n.caps.Store(1)
@@ -91,7 +107,11 @@ func (n *node) Getxattr(ctx context.Context, attr string, dest []byte) (uint32, 
 var _ = (fs.NodeListxattrer)((*node)(nil))
 
 func (n *node) Listxattr(ctx context.Context, dest []byte) (uint32, syscall.Errno) {
-	p, rel := n.topPath()
+	p, rel, done, err := n.topPath()
+	if err != nil {
+		return 0, n.u.errno("listxattr", rel, err)
+	}
+	defer done()
 	sz, err := unix.Llistxattr(p, nil)
 	if err != nil {
 		return 0, n.u.errno("listxattr", rel, err)
@@ -130,8 +150,13 @@ func (n *node) Setxattr(ctx context.Context, attr string, data []byte, flags uin
 	if err := n.u.copyUp(n, false); err != nil {
 		return n.u.errno("copy up for setxattr", n.rel(), err)
 	}
-	p, rel := n.topPath()
-	if err := unix.Lsetxattr(p, real, data, int(flags)); err != nil {
+	p, rel, done, err := n.topPath()
+	if err != nil {
+		return n.u.errno("setxattr", rel, err)
+	}
+	err = unix.Lsetxattr(p, real, data, int(flags))
+	done()
+	if err != nil {
 		return n.u.errno("setxattr", rel, err)
 	}
 	if attr == capXattr {
@@ -153,16 +178,25 @@ func (n *node) Removexattr(ctx context.Context, attr string) syscall.Errno {
 	if !n.isUpper() {
 		// ovl_xattr_set: removing what the lower does not have is not a
 		// reason to copy up.
-		p, rel := n.topPath()
-		if _, err := unix.Lgetxattr(p, real, nil); err != nil {
+		p, rel, done, err := n.topPath()
+		if err != nil {
+			return n.u.errno("getxattr", rel, err)
+		}
+		_, err = unix.Lgetxattr(p, real, nil)
+		done()
+		if err != nil {
 			return n.u.errno("getxattr", rel, err)
 		}
 	}
 	if err := n.u.copyUp(n, false); err != nil {
 		return n.u.errno("copy up for removexattr", n.rel(), err)
 	}
-	p, rel := n.topPath()
-	err := unix.Lremovexattr(p, real)
+	p, rel, done, err := n.topPath()
+	if err != nil {
+		return n.u.errno("removexattr", rel, err)
+	}
+	err = unix.Lremovexattr(p, real)
+	done()
 	if attr == capXattr && (err == nil || err == unix.ENODATA) {
 		n.caps.Store(1)
 	}

@@ -436,7 +436,6 @@ func TestSetgidWithoutGroupExecDroppedOnWrite(t *testing.T) {
 // setuid file that user owns, as on ext4 and kernel overlayfs; creating it
 // as root and chowning it afterwards loses the bit (chown clears it).
 func TestCreateKeepsCallersSetuidBit(t *testing.T) {
-	t.Skip("known bug: Create makes the file as root, then own() chowns it, which clears S_ISUID/S_ISGID")
 	fstest.RequireFUSE(t)
 	fstest.RequireOverlay(t)
 	ul, kl := newLayers(t, ""), newLayers(t, "")
@@ -556,7 +555,6 @@ func raceWorker() error {
 // attack as a user would run it, for 10 s (-reliability.long: 60 s), and
 // won within that in about half of the runs here.
 func TestXattrCallsDoNotFollowSymlinks(t *testing.T) {
-	t.Skip("known bug: Setxattr/Getxattr/Listxattr/Removexattr use lsetxattr(upper+\"/\"+rel), which follows a symlink swapped into a parent")
 	fstest.RequireFUSE(t)
 	for _, held := range []bool{true, false} {
 		name := map[bool]string{true: "held", false: "race"}[held]
