@@ -338,6 +338,10 @@ func TestForegroundBusyDetaches(t *testing.T) {
 func TestDeadMountpoint(t *testing.T) {
 	fx := newFixture(t)
 	cmd, exited := startForeground(t, fx)
+	// go-fuse opens and polls a file in a new mount before serving; a
+	// SIGKILL then leaves the daemon flushing that file to its own dead
+	// mount (D state) until the connection is aborted. Kill after it.
+	waitUntil(t, "the start-up probe to end", func() bool { return !holdsFileIn(cmd.Process.Pid, fx.mnt) })
 	if err := cmd.Process.Kill(); err != nil {
 		t.Fatal(err)
 	}
@@ -349,4 +353,19 @@ func TestDeadMountpoint(t *testing.T) {
 	if code != exitUsage || stderr.String() != want {
 		t.Errorf("run over a dead mount = %d, %q; want %d, %q", code, stderr.String(), exitUsage, want)
 	}
+}
+
+// holdsFileIn reports whether process pid has an open file under dir.
+func holdsFileIn(pid int, dir string) bool {
+	fds, err := os.ReadDir(fmt.Sprintf("/proc/%d/fd", pid))
+	if err != nil {
+		return false
+	}
+	for _, fd := range fds {
+		target, err := os.Readlink(fmt.Sprintf("/proc/%d/fd/%s", pid, fd.Name()))
+		if err == nil && strings.HasPrefix(target, dir+"/") {
+			return true
+		}
+	}
+	return false
 }
