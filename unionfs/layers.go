@@ -1,7 +1,6 @@
 package unionfs
 
 import (
-	"errors"
 	"fmt"
 	"strconv"
 	"strings"
@@ -165,5 +164,3 @@ func (m *inoMapper) ino(dev, ino uint64) uint64 {
 	m.overflow[k] = n
 	return n
 }
-
-var errNotDir = errors.New("not a directory")

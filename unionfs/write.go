@@ -427,9 +427,13 @@ func (n *node) remove(name string, dir bool) syscall.Errno {
 			return syscall.ENOTEMPTY
 		}
 	}
-	wo, err := u.lowerHas(dirs, rel, name)
-	if err != nil {
-		return u.errno("remove", crel, err)
+	// A lower top entry needs a whiteout; an upper one only when a lower
+	// layer still shows the name below it.
+	wo := !res.upper(u)
+	if !wo {
+		if wo, err = u.lowerHas(dirs, rel, name); err != nil {
+			return u.errno("remove", crel, err)
+		}
 	}
 	dfd, _, err := n.upperDirOf()
 	if err != nil {

@@ -66,11 +66,6 @@ func IsCharWhiteout(st *unix.Stat_t) bool {
 	return st.Mode&unix.S_IFMT == unix.S_IFCHR && st.Rdev == 0
 }
 
-// IsWhiteoutMode is IsCharWhiteout for a mode and rdev pair.
-func IsWhiteoutMode(mode uint32, rdev uint64) bool {
-	return mode&unix.S_IFMT == unix.S_IFCHR && rdev == 0
-}
-
 // IsPrivateXattr reports whether an xattr belongs to the union itself and
 // must be hidden from (and refused to) users of a mount: any
 // "trusted.overlay.*", "user.overlay.*", unionmount's own and

@@ -11,6 +11,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/unionmount/unionmount/internal/fstest"
 )
 
 // runAsMain makes the test binary act as unionmount, so the end-to-end
@@ -302,7 +304,7 @@ func TestForegroundFusermount(t *testing.T) {
 	// (exit 1). Unmount once the mount answers and the probe is done.
 	waitUntil(t, "the mount to answer and the start-up probe to end", func() bool {
 		_, err := os.ReadDir(fx.mnt)
-		return err == nil && !holdsFileIn(cmd.Process.Pid, fx.mnt)
+		return err == nil && !fstest.HoldsFileIn(cmd.Process.Pid, fx.mnt)
 	})
 	waitUntil(t, "fusermount3 -u to succeed", func() bool {
 		return exec.Command("fusermount3", "-u", fx.mnt).Run() == nil
@@ -351,7 +353,7 @@ func TestDeadMountpoint(t *testing.T) {
 	// connection if the kill still lands inside it.
 	waitUntil(t, "the mount to answer and the start-up probe to end", func() bool {
 		_, err := os.ReadDir(fx.mnt)
-		return err == nil && !holdsFileIn(cmd.Process.Pid, fx.mnt)
+		return err == nil && !fstest.HoldsFileIn(cmd.Process.Pid, fx.mnt)
 	})
 	if err := cmd.Process.Kill(); err != nil {
 		t.Fatal(err)
@@ -359,7 +361,7 @@ func TestDeadMountpoint(t *testing.T) {
 	select {
 	case <-exited:
 	case <-time.After(3 * time.Second):
-		if err := abortConnection(fx.mnt); err != nil {
+		if err := fstest.AbortConnection(fx.mnt); err != nil {
 			t.Fatalf("killed daemon hung in its exit and aborting its connection failed: %v", err)
 		}
 		waitExit(t, exited, "SIGKILL and connection abort")
@@ -371,43 +373,4 @@ func TestDeadMountpoint(t *testing.T) {
 	if code != exitUsage || stderr.String() != want {
 		t.Errorf("run over a dead mount = %d, %q; want %d, %q", code, stderr.String(), exitUsage, want)
 	}
-}
-
-// holdsFileIn reports whether process pid has an open file under dir.
-func holdsFileIn(pid int, dir string) bool {
-	fds, err := os.ReadDir(fmt.Sprintf("/proc/%d/fd", pid))
-	if err != nil {
-		return false
-	}
-	for _, fd := range fds {
-		target, err := os.Readlink(fmt.Sprintf("/proc/%d/fd/%s", pid, fd.Name()))
-		if err == nil && strings.HasPrefix(target, dir+"/") {
-			return true
-		}
-	}
-	return false
-}
-
-// abortConnection aborts the FUSE connection of the mount at mnt through
-// fusectl (mounted here if it is not).
-func abortConnection(mnt string) error {
-	b, err := os.ReadFile("/proc/self/mountinfo")
-	if err != nil {
-		return err
-	}
-	if entries, _ := os.ReadDir("/sys/fs/fuse/connections"); len(entries) == 0 {
-		syscall.Mount("fusectl", "/sys/fs/fuse/connections", "fusectl", 0, "")
-	}
-	for _, line := range strings.Split(string(b), "\n") {
-		fields := strings.Fields(line)
-		if len(fields) < 5 || fields[4] != mnt {
-			continue
-		}
-		var major, minor int
-		if _, err := fmt.Sscanf(fields[2], "%d:%d", &major, &minor); err != nil {
-			return err
-		}
-		return os.WriteFile(fmt.Sprintf("/sys/fs/fuse/connections/%d/abort", minor), []byte("1"), 0)
-	}
-	return fmt.Errorf("no mount at %s", mnt)
 }

@@ -1,11 +1,7 @@
 package crash
 
 import (
-	"bufio"
-	"fmt"
 	"math/rand/v2"
-	"os"
-	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -30,7 +26,7 @@ func reap(t *testing.T, u *fstest.Union, mnt string) (hung bool) {
 	case <-time.After(3 * time.Second):
 	}
 	hungDaemons.Add(1)
-	if err := abortConnection(mnt); err != nil {
+	if err := fstest.AbortConnection(mnt); err != nil {
 		t.Fatalf("killed daemon %d still there after 3s, and aborting its connection failed: %v", u.Pid, err)
 	}
 	select {
@@ -40,34 +36,6 @@ func reap(t *testing.T, u *fstest.Union, mnt string) (hung bool) {
 	}
 	t.Logf("killed daemon %d hung in its exit until its FUSE connection was aborted (known bug, TestKillDuringStartup)", u.Pid)
 	return true
-}
-
-// abortConnection aborts the FUSE connection mounted at mnt: every pending
-// and future request fails with ENOTCONN.
-func abortConnection(mnt string) error {
-	f, err := os.Open("/proc/self/mountinfo")
-	if err != nil {
-		return err
-	}
-	defer f.Close()
-	sc := bufio.NewScanner(f)
-	for sc.Scan() {
-		// id parent major:minor root mountpoint ...
-		fields := strings.Fields(sc.Text())
-		if len(fields) < 5 || fields[4] != mnt {
-			continue
-		}
-		var major, minor int
-		if _, err := fmt.Sscanf(fields[2], "%d:%d", &major, &minor); err != nil {
-			return fmt.Errorf("mountinfo %q: %w", fields[2], err)
-		}
-		p := fmt.Sprintf("/sys/fs/fuse/connections/%d/abort", minor)
-		if err := os.WriteFile(p, []byte("1"), 0); err != nil {
-			return fmt.Errorf("abort %s: %w", p, err)
-		}
-		return nil
-	}
-	return fmt.Errorf("no mount at %s", mnt)
 }
 
 // TestKillDuringStartup: SIGKILL must end the daemon at any moment,

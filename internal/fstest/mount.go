@@ -413,7 +413,7 @@ func MountUnion(t testing.TB, lowers []string, upper, work, mnt string, args ...
 		if err != nil {
 			t.Fatalf("mount unionmount: %v", err)
 		}
-		if len(now) > len(before) && !holdsFileIn(u.Pid, abs) {
+		if len(now) > len(before) && !HoldsFileIn(u.Pid, abs) {
 			// Mounted, and go-fuse's start-up probe (it opens a file in
 			// the mount and polls it) is over: a SIGKILL during that probe
 			// leaves the daemon flushing a file of its own dead mount
@@ -649,8 +649,8 @@ func (s *syncBuffer) String() string {
 	return s.b.String()
 }
 
-// holdsFileIn reports whether process pid has an open file under dir.
-func holdsFileIn(pid int, dir string) bool {
+// HoldsFileIn reports whether process pid has an open file under dir.
+func HoldsFileIn(pid int, dir string) bool {
 	fds, err := os.ReadDir(fmt.Sprintf("/proc/%d/fd", pid))
 	if err != nil {
 		return false
@@ -662,4 +662,34 @@ func holdsFileIn(pid int, dir string) bool {
 		}
 	}
 	return false
+}
+
+// AbortConnection aborts the FUSE connection of the mount at mnt through
+// fusectl (mounting fusectl if it is not), as a daemon killed during
+// go-fuse's start-up probe needs before it can finish exiting.
+func AbortConnection(mnt string) error {
+	b, err := os.ReadFile("/proc/self/mountinfo")
+	if err != nil {
+		return err
+	}
+	if entries, _ := os.ReadDir("/sys/fs/fuse/connections"); len(entries) == 0 {
+		unix.Mount("fusectl", "/sys/fs/fuse/connections", "fusectl", 0, "")
+	}
+	for _, line := range strings.Split(string(b), "\n") {
+		// id parent major:minor root mountpoint ...
+		fields := strings.Fields(line)
+		if len(fields) < 5 || fields[4] != mnt {
+			continue
+		}
+		var major, minor int
+		if _, err := fmt.Sscanf(fields[2], "%d:%d", &major, &minor); err != nil {
+			return fmt.Errorf("mountinfo %q: %w", fields[2], err)
+		}
+		p := fmt.Sprintf("/sys/fs/fuse/connections/%d/abort", minor)
+		if err := os.WriteFile(p, []byte("1"), 0); err != nil {
+			return fmt.Errorf("abort %s: %w", p, err)
+		}
+		return nil
+	}
+	return fmt.Errorf("no mount at %s", mnt)
 }
