@@ -185,8 +185,12 @@ func Mount(mountpoint string, opts Options) (*fuse.Server, error) {
 		// container's sudo or ping). go-fuse's default adds nosuid.
 		// fusermount3 forces nosuid,nodev for non-root users anyway.
 		DirectMountFlags: unix.MS_NODEV,
-		Debug:            opts.Debug,
-		Logger:           u.log,
+		// OPEN carries O_TRUNC, so a truncating open of a lower file
+		// copies up no data (the kernel would otherwise send OPEN, then
+		// SETATTR size 0 after a full copy-up).
+		ExtraCapabilities: fuse.CAP_ATOMIC_O_TRUNC,
+		Debug:             opts.Debug,
+		Logger:            u.log,
 	}
 	if !u.hasUpper {
 		mo.Options = append(mo.Options, "ro")

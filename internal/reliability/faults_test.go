@@ -209,7 +209,6 @@ func TestUpperFull(t *testing.T) {
 // without O_TRUNC and a SETATTR(size 0) after it, so the daemon copies all
 // the data first: slow for big files, and ENOSPC on a small upper.
 func TestTruncOpenOfBigLowerFileCopiesNoData(t *testing.T) {
-	t.Skip("known bug: CAP_ATOMIC_O_TRUNC is not negotiated, so Open never sees O_TRUNC and copies the data up")
 	fstest.RequireFUSE(t)
 	big := randomBytes(rand.New(rand.NewPCG(*seedFlag, 11)), 12<<20)
 	for _, tg := range allTargets {
