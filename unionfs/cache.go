@@ -76,8 +76,17 @@ func (c *lookupCache) table(u *unionFS, l *layer, rel string) (*dirTable, error)
 	for _, name := range t.deleted {
 		t.gone[name] = struct{}{}
 	}
-	c.c.Set(key, t, int64(len(t.entries)+len(t.deleted)+1))
+	c.set(key, t, int64(len(t.entries)+len(t.deleted)+1))
 	return t, nil
+}
+
+// set stores a table and waits until a Get sees it. Ristretto applies
+// Sets from a buffer; without the wait, the lookups that follow the
+// listing of a directory (READDIRPLUS) missed and read it again.
+func (c *lookupCache) set(key string, t *dirTable, cost int64) {
+	if c.c.Set(key, t, cost) {
+		c.c.Wait()
+	}
 }
 
 // probe is unionFS.probe served from the name table.
@@ -121,7 +130,7 @@ func (c *lookupCache) opacity(u *unionFS, l *layer, rel string) whiteout.Opacity
 		if op != whiteout.Opaque && unix.Fstatat(l.fd, join(rel, whiteout.OpaqueFile), &st, unix.AT_SYMLINK_NOFOLLOW) == nil {
 			op = whiteout.Opaque
 		}
-		c.c.Set(opacityKey(l, rel), &dirTable{opacity: op}, 1)
+		c.set(opacityKey(l, rel), &dirTable{opacity: op}, 1)
 	}
 	if op == whiteout.Opaque || rel == "" {
 		return op

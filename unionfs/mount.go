@@ -28,8 +28,12 @@ type unionFS struct {
 	inos        *inoMapper
 	ids         idMapper
 	cache       *lookupCache // nil when disabled
-	root        *node
-	log         *log.Logger
+	// flushMatters: closing a file of the upper's filesystem may report a
+	// deferred write error (NFS, FUSE, network filesystems), so FLUSH must
+	// close a dup of the fd.
+	flushMatters bool
+	root         *node
+	log          *log.Logger
 }
 
 func (u *unionFS) rootInode() *fs.Inode { return &u.root.Inode }
@@ -81,6 +85,7 @@ func (u *unionFS) init() error {
 		if err := u.openWork(); err != nil {
 			return err
 		}
+		u.flushMatters = !closeNeverFails(u.layers[0].fd)
 	}
 	u.originXattr = "trusted.overlay.unionmount.origin"
 	if u.format.Rootless {
@@ -139,6 +144,21 @@ func (u *unionFS) openWork() error {
 		}
 	}
 	return nil
+}
+
+// closeNeverFails reports whether fd's filesystem has no flush operation
+// of its own, so that close(2) of its files cannot fail.
+func closeNeverFails(fd int) bool {
+	var st unix.Statfs_t
+	if unix.Fstatfs(fd, &st) != nil {
+		return false
+	}
+	switch uint32(st.Type) {
+	case unix.EXT4_SUPER_MAGIC, unix.XFS_SUPER_MAGIC, unix.BTRFS_SUPER_MAGIC,
+		unix.TMPFS_MAGIC, unix.F2FS_SUPER_MAGIC, unix.BCACHEFS_SUPER_MAGIC:
+		return true
+	}
+	return false
 }
 
 func (u *unionFS) close() {
@@ -206,11 +226,17 @@ func Mount(mountpoint string, opts Options) (*fuse.Server, error) {
 		NullPermissions: true,
 		Logger:          u.log,
 	}
-	srv, err := fs.Mount(mountpoint, u.root, fsopts)
+	// Not fs.Mount: its WaitMount runs go-fuse's "poll hack", which opens
+	// a file on the new mount from this process. Killed while that file is
+	// open, the daemon would wait in its exit for itself to answer the
+	// FLUSH (D state, mount hung). NewServer has mounted and answered INIT
+	// when it returns; the daemon never opens its own mount.
+	srv, err := fuse.NewServer(fs.NewNodeFS(u.root, fsopts), mountpoint, &fsopts.MountOptions)
 	if err != nil {
 		u.close()
 		return nil, fmt.Errorf("mount %q: %w", mountpoint, err)
 	}
+	go srv.Serve()
 	if opts.ReadAheadKB >= 0 {
 		kb := opts.ReadAheadKB
 		if kb == 0 {

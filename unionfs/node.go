@@ -39,15 +39,20 @@ type node struct {
 	// copiedUp becomes true when the node moves to the upper, so handles
 	// opened on a lower file switch to the copy.
 	copiedUp atomic.Bool
+	// upperIno is st_ino of the node's upper file, once it has one (0:
+	// not known). Open checks that the file it reached is this one.
+	upperIno atomic.Uint64
 	// unlinked: the last name is gone; fstat reports nlink 0.
 	unlinked atomic.Bool
 	// tmpFd is fd+1 of an O_TMPFILE file not yet linked (0: none).
 	tmpFd atomic.Int64
 
-	// ioMu guards the counts of open handles by io mode.
+	// ioMu guards the counts of open handles by io mode and the set of
+	// open handles.
 	ioMu        sync.Mutex
-	cachedOpens int // guarded by ioMu
-	ptOpens     int // guarded by ioMu
+	cachedOpens int                      // guarded by ioMu
+	ptOpens     int                      // guarded by ioMu
+	open        map[*fileHandle]struct{} // guarded by ioMu
 
 	// caps caches whether the file has security.capability (the kernel asks
 	// before every write): 0 unknown, 1 absent, 2 present.
@@ -162,6 +167,9 @@ func (u *unionFS) childInode(ctx context.Context, parent *fs.Inode, prel, name s
 	rel := join(prel, name)
 	ino := u.inoOf(res, rel)
 	child := u.newNode(res.top, res.dirs)
+	if res.upper(u) {
+		child.upperIno.Store(res.st.Ino)
+	}
 	sa := fs.StableAttr{Mode: res.st.Mode & unix.S_IFMT, Ino: ino}
 	if !res.upper(u) && isLowerHardlink(&res.st) {
 		// Each name of a lower hard link is its own node with the same
@@ -176,6 +184,9 @@ func (u *unionFS) childInode(ctx context.Context, parent *fs.Inode, prel, name s
 		// The kernel still holds this node: refresh what the layers say.
 		if en, ok := ex.Operations().(*node); ok {
 			en.setState(res.top, res.dirs)
+			if res.upper(u) {
+				en.upperIno.Store(res.st.Ino)
+			}
 			en.unlinked.Store(false)
 			return ex
 		}
@@ -196,6 +207,12 @@ func (n *node) Getattr(ctx context.Context, f fs.FileHandle, out *fuse.AttrOut) 
 	var st unix.Stat_t
 	if h := asFileHandle(f); h != nil {
 		if err := h.fstat(&st); err != nil {
+			return n.u.errno("fstat", "", err)
+		}
+	} else if fd, ok := n.detachedFd(); ok {
+		err := unix.Fstat(fd, &st)
+		unix.Close(fd)
+		if err != nil {
 			return n.u.errno("fstat", "", err)
 		}
 	} else if _, rel, err := n.topStat(&st); err != nil {

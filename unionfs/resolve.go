@@ -149,12 +149,22 @@ func xattrOpacity(path string) whiteout.Opacity {
 // the topmost entry wins; a whiteout ends the search; a non-directory hides
 // everything below it; directories merge until an opaque one.
 func (u *unionFS) resolve(parent []layerDir, rel, name string) (res resolution, found bool, err error) {
+	return u.resolveFrom(parent, rel, name, 0)
+}
+
+// resolveFrom is resolve starting at layer from: the caller knows that the
+// layers above it have no entry and delete nothing of that name (READDIRPLUS
+// of a listing that merge just built).
+func (u *unionFS) resolveFrom(parent []layerDir, rel, name string, from int) (res resolution, found bool, err error) {
 	if whiteout.Hidden(name) {
 		// ".wh." names are whiteouts and AUFS metadata: never an entry.
 		return res, false, nil
 	}
 	var st unix.Stat_t
 	for i, d := range parent {
+		if d.layer < from {
+			continue
+		}
 		l := u.layers[d.layer]
 		p, err := u.probe(l, d, rel, name, &st, !found)
 		if err != nil {

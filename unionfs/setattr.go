@@ -22,14 +22,26 @@ func (n *node) Setattr(ctx context.Context, f fs.FileHandle, in *fuse.SetAttrIn,
 	}
 	rel := n.rel()
 	l := u.layers[0]
-	prel, name := split(rel)
-	dfd, err := l.openDir(prel, unix.O_PATH)
-	if err != nil {
-		return u.errno("setattr", rel, err)
-	}
-	defer unix.Close(dfd)
-	if rel == "" {
-		name = "."
+	// dfd and name address the file for the *at calls; nofollow is their
+	// AT_SYMLINK_NOFOLLOW. A file without a name (unlinked while open, an
+	// O_TMPFILE) is reached through an open descriptor instead.
+	var dfd, nofollow int
+	var name string
+	if fd, ok := n.detachedFd(); ok {
+		defer unix.Close(fd)
+		dfd, name = unix.AT_FDCWD, fdPath(fd)
+	} else {
+		var prel string
+		prel, name = split(rel)
+		var err error
+		if dfd, err = l.openDir(prel, unix.O_PATH); err != nil {
+			return u.errno("setattr", rel, err)
+		}
+		defer unix.Close(dfd)
+		if rel == "" {
+			name = "."
+		}
+		nofollow = unix.AT_SYMLINK_NOFOLLOW
 	}
 
 	uid, uok := in.GetUID()
@@ -42,7 +54,7 @@ func (n *node) Setattr(ctx context.Context, f fs.FileHandle, in *fuse.SetAttrIn,
 		if !gok {
 			hgid = -1
 		}
-		if err := unix.Fchownat(dfd, name, huid, hgid, unix.AT_SYMLINK_NOFOLLOW); err != nil {
+		if err := unix.Fchownat(dfd, name, huid, hgid, nofollow); err != nil {
 			return u.errno("chown", rel, err)
 		}
 	}
@@ -60,7 +72,12 @@ func (n *node) Setattr(ctx context.Context, f fs.FileHandle, in *fuse.SetAttrIn,
 			}
 		} else {
 			var fd int
-			if fd, err = l.openAt(rel, unix.O_WRONLY, 0); err == nil {
+			if nofollow == 0 {
+				fd, err = unix.Open(name, unix.O_WRONLY|unix.O_CLOEXEC, 0)
+			} else {
+				fd, err = l.openAt(rel, unix.O_WRONLY, 0)
+			}
+			if err == nil {
 				err = unix.Ftruncate(fd, int64(size))
 				unix.Close(fd)
 			}
@@ -83,7 +100,7 @@ func (n *node) Setattr(ctx context.Context, f fs.FileHandle, in *fuse.SetAttrIn,
 				ts[1] = unix.Timespec{Nsec: unix.UTIME_NOW}
 			}
 		}
-		if err := unix.UtimesNanoAt(dfd, name, ts, unix.AT_SYMLINK_NOFOLLOW); err != nil {
+		if err := unix.UtimesNanoAt(dfd, name, ts, nofollow); err != nil {
 			return u.errno("utimens", rel, err)
 		}
 	}

@@ -82,6 +82,10 @@ func (u *unionFS) copyUp(n *node, trunc bool) error {
 	if st.Mode&unix.S_IFMT == unix.S_IFDIR {
 		dirs = append([]layerDir{{layer: 0}}, dirs...)
 	}
+	var ust unix.Stat_t
+	if unix.Fstatat(dfd, name, &ust, unix.AT_SYMLINK_NOFOLLOW) == nil {
+		n.upperIno.Store(ust.Ino)
+	}
 	n.setState(0, dirs)
 	if alias {
 		// Let the kernel look the name up again to learn the new number.
@@ -100,72 +104,110 @@ func (n *node) upperDirOf() (fd int, rel string, err error) {
 	return fd, rel, err
 }
 
+// woKind is what the upper holds at a name a new entry is made over.
+type woKind int
+
+const (
+	woNone woKind = iota
+	woChar        // a char 0/0 whiteout at the name
+	woAUFS        // a ".wh.NAME" beside it (the fallback format)
+)
+
 // prepareCreate readies the upper directory of n for a new entry name: it
-// copies n up and removes a whiteout of that name (ovl_create_over_whiteout).
-// overWhiteout tells the caller a lower entry of that name is hidden, so a
-// new directory must be opaque.
-func (n *node) prepareCreate(name string) (dfd int, rel string, overWhiteout bool, err error) {
+// copies n up and finds a whiteout of that name (ovl_create_over_whiteout),
+// which placeNew replaces. A whiteout tells the caller that a lower entry
+// of that name is hidden, so a new directory must be opaque.
+func (n *node) prepareCreate(name string) (dfd int, rel string, wo woKind, err error) {
 	if whiteout.Hidden(name) {
 		// A ".wh." name would read back as a whiteout.
-		return -1, "", false, unix.EPERM
+		return -1, "", woNone, unix.EPERM
 	}
 	if len(name) > 255 {
-		return -1, "", false, unix.ENAMETOOLONG
+		return -1, "", woNone, unix.ENAMETOOLONG
 	}
 	dfd, rel, err = n.upperDirOf()
 	if err != nil {
-		return -1, "", false, err
+		return -1, "", woNone, err
 	}
 	var st unix.Stat_t
 	if unix.Fstatat(dfd, name, &st, unix.AT_SYMLINK_NOFOLLOW) == nil {
 		if !whiteout.IsCharWhiteout(&st) {
 			unix.Close(dfd)
-			return -1, "", false, unix.EEXIST
+			return -1, "", woNone, unix.EEXIST
 		}
-		if err := unix.Unlinkat(dfd, name, 0); err != nil {
-			unix.Close(dfd)
-			return -1, "", false, err
-		}
-		overWhiteout = true
+		return dfd, rel, woChar, nil
 	}
 	if unix.Fstatat(dfd, whiteout.Prefix+name, &st, unix.AT_SYMLINK_NOFOLLOW) == nil {
-		if err := unix.Unlinkat(dfd, whiteout.Prefix+name, 0); err != nil {
-			unix.Close(dfd)
-			return -1, "", false, err
-		}
-		overWhiteout = true
+		return dfd, rel, woAUFS, nil
 	}
-	return dfd, rel, overWhiteout, nil
+	return dfd, rel, woNone, nil
 }
 
-// own gives a new upper entry to the calling user (the daemon creates as
-// root). The group stays as created when the directory is setgid. chown
-// clears the setuid and setgid bits of a non-directory, so a mode that has
-// them is set again after it.
-func (u *unionFS) own(ctx context.Context, dfd int, name string, mode uint32) error {
-	if err := u.chownToCaller(ctx, dfd, name); err != nil {
-		return err
+// placeNew makes a new entry name in the upper directory dfd: make creates
+// it, complete with owner and markers, at (atFd, atName). Over a char
+// whiteout it is made in the workdir and swapped with the whiteout in one
+// RENAME_EXCHANGE, as overlayfs does, so a crash shows the whiteout or the
+// new entry and never the lower entry in between. Over a ".wh.NAME" it is
+// made in place first (a real entry hides the marker beside it), and the
+// marker is removed after.
+func (u *unionFS) placeNew(dfd int, name string, wo woKind, make func(atFd int, atName string) error) error {
+	switch wo {
+	case woChar:
+		tmp := tmpName()
+		if err := make(u.work, tmp); err != nil {
+			removeAllAt(u.work, tmp)
+			return err
+		}
+		if err := unix.Renameat2(u.work, tmp, dfd, name, unix.RENAME_EXCHANGE); err != nil {
+			removeAllAt(u.work, tmp)
+			return err
+		}
+		// tmp is the whiteout now.
+		if err := unix.Unlinkat(u.work, tmp, 0); err != nil && u.opts.Debug {
+			u.log.Printf("remove swapped-out whiteout %q: %v", tmp, err)
+		}
+		return nil
+	case woAUFS:
+		if err := make(dfd, name); err != nil {
+			return err
+		}
+		return unix.Unlinkat(dfd, whiteout.Prefix+name, 0)
 	}
-	if mode&(unix.S_ISUID|unix.S_ISGID) != 0 && mode&unix.S_IFMT != unix.S_IFDIR && mode&unix.S_IFMT != unix.S_IFLNK {
-		return unix.Fchmodat(dfd, name, mode&07777, 0)
+	return make(dfd, name)
+}
+
+// own gives a new upper entry at (atFd, name) to the calling user (the
+// daemon creates as root). In a setgid parent (pfd) the entry takes the
+// parent's group, and a new directory the setgid bit, as the kernel gives
+// an entry made there; an entry made in the workdir must be told. chown
+// clears the setuid and setgid bits of a non-directory, so a mode that
+// has them is set again after it.
+func (u *unionFS) own(ctx context.Context, pfd, atFd int, name string, mode uint32) error {
+	var pst unix.Stat_t
+	setgidParent := unix.Fstat(pfd, &pst) == nil && pst.Mode&unix.S_ISGID != 0
+	uid, gid := -1, -1
+	if caller, ok := fuse.FromContext(ctx); ok {
+		uid, gid = u.ids.toHost(caller.Uid, caller.Gid)
+	}
+	if setgidParent {
+		gid = int(pst.Gid)
+	}
+	if uid == 0 && gid == 0 && unix.Geteuid() == 0 && atFd == pfd {
+		// As created. (An entry made in the workdir has the workdir's
+		// group when that is setgid: chown it all the same.)
+	} else if uid != -1 || gid != -1 {
+		if err := unix.Fchownat(atFd, name, uid, gid, unix.AT_SYMLINK_NOFOLLOW); err != nil {
+			return err
+		}
+	}
+	t := mode & unix.S_IFMT
+	if t == unix.S_IFDIR && setgidParent && atFd != pfd {
+		mode |= unix.S_ISGID
+	}
+	if mode&(unix.S_ISUID|unix.S_ISGID) != 0 && t != unix.S_IFLNK && (t != unix.S_IFDIR || atFd != pfd) {
+		return unix.Fchmodat(atFd, name, mode&07777, 0)
 	}
 	return nil
-}
-
-func (u *unionFS) chownToCaller(ctx context.Context, dfd int, name string) error {
-	caller, ok := fuse.FromContext(ctx)
-	if !ok {
-		return nil
-	}
-	uid, gid := u.ids.toHost(caller.Uid, caller.Gid)
-	var dst unix.Stat_t
-	if err := unix.Fstat(dfd, &dst); err == nil && dst.Mode&unix.S_ISGID != 0 {
-		gid = -1
-	}
-	if uid == 0 && (gid == 0 || gid == -1) && unix.Geteuid() == 0 {
-		return nil
-	}
-	return unix.Fchownat(dfd, name, uid, gid, unix.AT_SYMLINK_NOFOLLOW)
 }
 
 // newUpperEntry registers an entry just made in the upper.
@@ -183,49 +225,65 @@ func (n *node) newUpperEntry(ctx context.Context, dfd int, rel, name string, out
 var _ = (fs.NodeCreater)((*node)(nil))
 
 func (n *node) Create(ctx context.Context, name string, flags uint32, mode uint32, out *fuse.EntryOut) (*fs.Inode, fs.FileHandle, uint32, syscall.Errno) {
-	dfd, rel, _, err := n.prepareCreate(name)
+	dfd, rel, wo, err := n.prepareCreate(name)
 	if err != nil {
 		return nil, nil, 0, n.u.errno("create", join(n.rel(), name), err)
 	}
 	defer unix.Close(dfd)
 	oflags := int(flags)&^(unix.O_APPEND|unix.O_NOCTTY|fuse.FMODE_EXEC) | unix.O_CREAT | unix.O_CLOEXEC | unix.O_NOFOLLOW
-	fd, err := unix.Openat(dfd, name, oflags, mode&07777)
+	fd := -1
+	err = n.u.placeNew(dfd, name, wo, func(at int, atName string) error {
+		var err error
+		if fd, err = unix.Openat(at, atName, oflags, mode&07777); err != nil {
+			return err
+		}
+		return n.u.own(ctx, dfd, at, atName, unix.S_IFREG|mode)
+	})
 	if err != nil {
+		if fd >= 0 {
+			unix.Close(fd)
+		}
 		return nil, nil, 0, n.u.errno("create", join(rel, name), err)
-	}
-	if err := n.u.own(ctx, dfd, name, unix.S_IFREG|mode); err != nil {
-		unix.Close(fd)
-		return nil, nil, 0, n.u.errno("chown", join(rel, name), err)
 	}
 	ch, err := n.newUpperEntry(ctx, dfd, rel, name, out)
 	if err != nil {
 		unix.Close(fd)
 		return nil, nil, 0, n.u.errno("create", join(rel, name), err)
 	}
-	fh, fuseFlags := ch.Operations().(*node).handle(fd, oflags, true)
+	cn := ch.Operations().(*node)
+	// The kernel asks for security.capability after a create (and before
+	// each cached write): answer it from here, one syscall instead of a
+	// round trip.
+	if _, err := unix.Fgetxattr(fd, capXattr, nil); err == unix.ENODATA {
+		cn.caps.Store(1)
+	}
+	fh, fuseFlags := cn.handle(fd, oflags, true)
 	return ch, fh, fuseFlags, 0
 }
 
 var _ = (fs.NodeMkdirer)((*node)(nil))
 
 func (n *node) Mkdir(ctx context.Context, name string, mode uint32, out *fuse.EntryOut) (*fs.Inode, syscall.Errno) {
-	dfd, rel, overWhiteout, err := n.prepareCreate(name)
+	dfd, rel, wo, err := n.prepareCreate(name)
 	if err != nil {
 		return nil, n.u.errno("mkdir", join(n.rel(), name), err)
 	}
 	defer unix.Close(dfd)
-	if err := unix.Mkdirat(dfd, name, mode&07777); err != nil {
-		return nil, n.u.errno("mkdir", join(rel, name), err)
-	}
-	if overWhiteout {
-		// rmdir then mkdir of a merged dir: the new one must not show the
-		// old contents (ovl_create_over_whiteout sets opaque).
-		if err := n.u.setOpaque(dfd, name); err != nil {
-			return nil, n.u.errno("mkdir", join(rel, name), err)
+	err = n.u.placeNew(dfd, name, wo, func(at int, atName string) error {
+		if err := unix.Mkdirat(at, atName, mode&07777); err != nil {
+			return err
 		}
-	}
-	if err := n.u.own(ctx, dfd, name, unix.S_IFDIR|mode); err != nil {
-		return nil, n.u.errno("chown", join(rel, name), err)
+		if wo != woNone {
+			// rmdir then mkdir of a merged dir: the new one must not show
+			// the old contents (ovl_create_over_whiteout sets opaque).
+			if err := n.u.setOpaque(at, atName); err != nil {
+				return err
+			}
+		}
+		return n.u.own(ctx, dfd, at, atName, unix.S_IFDIR|mode)
+	})
+	if err != nil {
+		return nil, n.u.errno("mkdir", join(rel, name), err)
 	}
 	ch, err := n.newUpperEntry(ctx, dfd, rel, name, out)
 	if err != nil {
@@ -246,20 +304,23 @@ func (u *unionFS) setOpaque(dfd int, name string) error {
 var _ = (fs.NodeMknoder)((*node)(nil))
 
 func (n *node) Mknod(ctx context.Context, name string, mode uint32, dev uint32, out *fuse.EntryOut) (*fs.Inode, syscall.Errno) {
-	dfd, rel, _, err := n.prepareCreate(name)
-	if err != nil {
-		return nil, n.u.errno("mknod", join(n.rel(), name), err)
-	}
-	defer unix.Close(dfd)
 	if mode&unix.S_IFMT == unix.S_IFCHR && dev == 0 {
 		// A 0/0 device would read back as a whiteout (the kernel refuses too).
 		return nil, syscall.EPERM
 	}
-	if err := unix.Mknodat(dfd, name, mode, int(dev)); err != nil {
-		return nil, n.u.errno("mknod", join(rel, name), err)
+	dfd, rel, wo, err := n.prepareCreate(name)
+	if err != nil {
+		return nil, n.u.errno("mknod", join(n.rel(), name), err)
 	}
-	if err := n.u.own(ctx, dfd, name, mode); err != nil {
-		return nil, n.u.errno("chown", join(rel, name), err)
+	defer unix.Close(dfd)
+	err = n.u.placeNew(dfd, name, wo, func(at int, atName string) error {
+		if err := unix.Mknodat(at, atName, mode, int(dev)); err != nil {
+			return err
+		}
+		return n.u.own(ctx, dfd, at, atName, mode)
+	})
+	if err != nil {
+		return nil, n.u.errno("mknod", join(rel, name), err)
 	}
 	ch, err := n.newUpperEntry(ctx, dfd, rel, name, out)
 	if err != nil {
@@ -271,16 +332,19 @@ func (n *node) Mknod(ctx context.Context, name string, mode uint32, dev uint32, 
 var _ = (fs.NodeSymlinker)((*node)(nil))
 
 func (n *node) Symlink(ctx context.Context, target, name string, out *fuse.EntryOut) (*fs.Inode, syscall.Errno) {
-	dfd, rel, _, err := n.prepareCreate(name)
+	dfd, rel, wo, err := n.prepareCreate(name)
 	if err != nil {
 		return nil, n.u.errno("symlink", join(n.rel(), name), err)
 	}
 	defer unix.Close(dfd)
-	if err := unix.Symlinkat(target, dfd, name); err != nil {
+	err = n.u.placeNew(dfd, name, wo, func(at int, atName string) error {
+		if err := unix.Symlinkat(target, at, atName); err != nil {
+			return err
+		}
+		return n.u.own(ctx, dfd, at, atName, unix.S_IFLNK)
+	})
+	if err != nil {
 		return nil, n.u.errno("symlink", join(rel, name), err)
-	}
-	if err := n.u.own(ctx, dfd, name, unix.S_IFLNK); err != nil {
-		return nil, n.u.errno("chown", join(rel, name), err)
 	}
 	ch, err := n.newUpperEntry(ctx, dfd, rel, name, out)
 	if err != nil {
@@ -299,16 +363,18 @@ func (n *node) Link(ctx context.Context, target fs.InodeEmbedder, name string, o
 	if err := n.u.copyUp(tn, false); err != nil {
 		return nil, n.u.errno("copy up for link", tn.rel(), err)
 	}
-	dfd, rel, _, err := n.prepareCreate(name)
+	dfd, rel, wo, err := n.prepareCreate(name)
 	if err != nil {
 		return nil, n.u.errno("link", join(n.rel(), name), err)
 	}
 	defer unix.Close(dfd)
-	if tmp, err := tn.linkTmpfile(dfd, name); tmp {
-		if err != nil {
-			return nil, n.u.errno("link", join(rel, name), err)
+	err = n.u.placeNew(dfd, name, wo, func(at int, atName string) error {
+		if tmp, err := tn.linkTmpfile(at, atName); tmp {
+			return err
 		}
-	} else if err := unix.Linkat(n.u.layers[0].fd, tn.rel(), dfd, name, 0); err != nil {
+		return unix.Linkat(n.u.layers[0].fd, tn.rel(), at, atName, 0)
+	})
+	if err != nil {
 		return nil, n.u.errno("link", join(rel, name), err)
 	}
 	ch, err := n.newUpperEntry(ctx, dfd, rel, name, out)

@@ -3,7 +3,6 @@ package unionfs
 import (
 	"bytes"
 	"context"
-	"strconv"
 	"strings"
 	"syscall"
 
@@ -56,23 +55,62 @@ func isHiddenXattr(name string) bool {
 		strings.HasPrefix(name, "user.fuseoverlayfs.")
 }
 
-// topPath names the node's topmost entry for the l*xattr calls, which
-// have no *at form. In the upper, which users change while we work, the
-// parent is opened with RESOLVE_NO_SYMLINKS first and the path goes through
-// that fd, so a symlink swapped into a parent is never followed. Call done
-// when finished with the path.
-func (n *node) topPath() (path, rel string, done func(), err error) {
+// xtarget is a file for the xattr calls: a path they must not follow, or
+// (follow) a descriptor's /proc path they must.
+type xtarget struct {
+	path   string
+	follow bool
+}
+
+func (x xtarget) get(name string, dest []byte) (int, error) {
+	if x.follow {
+		return unix.Getxattr(x.path, name, dest)
+	}
+	return unix.Lgetxattr(x.path, name, dest)
+}
+
+func (x xtarget) list(dest []byte) (int, error) {
+	if x.follow {
+		return unix.Listxattr(x.path, dest)
+	}
+	return unix.Llistxattr(x.path, dest)
+}
+
+func (x xtarget) set(name string, data []byte, flags int) error {
+	if x.follow {
+		return unix.Setxattr(x.path, name, data, flags)
+	}
+	return unix.Lsetxattr(x.path, name, data, flags)
+}
+
+func (x xtarget) remove(name string) error {
+	if x.follow {
+		return unix.Removexattr(x.path, name)
+	}
+	return unix.Lremovexattr(x.path, name)
+}
+
+// topPath names the node's topmost entry for the xattr calls, which have
+// no *at form. In the upper, which users change while we work, the parent
+// is opened with RESOLVE_NO_SYMLINKS first and the path goes through that
+// fd, so a symlink swapped into a parent is never followed. A file without
+// a name (unlinked while open, an O_TMPFILE) is reached through an open
+// descriptor. Call done when finished with the path.
+func (n *node) topPath() (x xtarget, rel string, done func(), err error) {
 	top, _, rel := n.state()
+	if fd, ok := n.detachedFd(); ok {
+		return xtarget{path: fdPath(fd), follow: true}, rel, func() { unix.Close(fd) }, nil
+	}
 	l := n.u.layers[top]
 	if !l.upper || !strings.Contains(rel, "/") {
-		return l.xpath(rel), rel, func() {}, nil
+		return xtarget{path: l.xpath(rel)}, rel, func() {}, nil
 	}
 	prel, name := split(rel)
 	fd, err := l.openDir(prel, unix.O_PATH)
 	if err != nil {
-		return "", rel, nil, err
+		return xtarget{}, rel, nil, err
 	}
-	return "/proc/self/fd/" + strconv.Itoa(fd) + "/" + name, rel, func() { unix.Close(fd) }, nil
+	return xtarget{path: fdPath(fd) + "/" + name}, rel, func() { unix.Close(fd) }, nil
 }
 
 var _ = (fs.NodeGetxattrer)((*node)(nil))
@@ -89,7 +127,7 @@ func (n *node) Getxattr(ctx context.Context, attr string, dest []byte) (uint32, 
 	if err != nil {
 		return 0, n.u.errno("getxattr", rel, err)
 	}
-	sz, err := unix.Lgetxattr(p, real, dest)
+	sz, err := p.get(real, dest)
 	done()
 	if attr == capXattr {
 		if err == unix.ENODATA {
@@ -112,12 +150,12 @@ func (n *node) Listxattr(ctx context.Context, dest []byte) (uint32, syscall.Errn
 		return 0, n.u.errno("listxattr", rel, err)
 	}
 	defer done()
-	sz, err := unix.Llistxattr(p, nil)
+	sz, err := p.list(nil)
 	if err != nil {
 		return 0, n.u.errno("listxattr", rel, err)
 	}
 	buf := make([]byte, sz+256)
-	sz, err = unix.Llistxattr(p, buf)
+	sz, err = p.list(buf)
 	if err != nil {
 		return 0, n.u.errno("listxattr", rel, err)
 	}
@@ -154,7 +192,7 @@ func (n *node) Setxattr(ctx context.Context, attr string, data []byte, flags uin
 	if err != nil {
 		return n.u.errno("setxattr", rel, err)
 	}
-	err = unix.Lsetxattr(p, real, data, int(flags))
+	err = p.set(real, data, int(flags))
 	done()
 	if err != nil {
 		return n.u.errno("setxattr", rel, err)
@@ -182,7 +220,7 @@ func (n *node) Removexattr(ctx context.Context, attr string) syscall.Errno {
 		if err != nil {
 			return n.u.errno("getxattr", rel, err)
 		}
-		_, err = unix.Lgetxattr(p, real, nil)
+		_, err = p.get(real, nil)
 		done()
 		if err != nil {
 			return n.u.errno("getxattr", rel, err)
@@ -195,7 +233,7 @@ func (n *node) Removexattr(ctx context.Context, attr string) syscall.Errno {
 	if err != nil {
 		return n.u.errno("removexattr", rel, err)
 	}
-	err = unix.Lremovexattr(p, real)
+	err = p.remove(real)
 	done()
 	if attr == capXattr && (err == nil || err == unix.ENODATA) {
 		n.caps.Store(1)

@@ -47,6 +47,8 @@ type config struct {
 	version    bool
 	// readyFD is the readiness pipe of a daemon child, -1 otherwise.
 	readyFD int
+	// cpuProfile is where the serving daemon writes a CPU profile ("": none).
+	cpuProfile string
 
 	// ignored lists the -o elements that have no effect, for the debug log.
 	ignored []string
@@ -68,6 +70,7 @@ type flagValues struct {
 	volatile              bool
 	version, help         bool
 	readyFD               int
+	cpuProfile            string
 }
 
 // newFlagSet declares the flags; parseArgs and the usage text share it.
@@ -87,6 +90,7 @@ func newFlagSet(v *flagValues) *pflag.FlagSet {
 	fs.Int64Var(&v.cacheEntries, "cache-entries", defaultCacheEntries, "size of the lower-directory lookup cache in `ENTRIES`; 0 disables it")
 	fs.BoolVar(&v.noPassthrough, "no-passthrough", false, "never use FUSE passthrough for upper files")
 	fs.BoolVar(&v.volatile, "volatile", false, "skip fsync on copy-up (the upper may be lost on a crash)")
+	fs.StringVar(&v.cpuProfile, "cpuprofile", "", "write a pprof CPU profile of the daemon to `FILE` when it exits")
 	fs.BoolVar(&v.version, "version", false, "print the version and exit")
 	fs.BoolVarP(&v.help, "help", "h", false, "print this help and exit")
 	fs.IntVar(&v.readyFD, readyFDFlag, -1, "readiness pipe of a daemon child (internal)")
@@ -123,6 +127,7 @@ func parseArgs(args []string) (config, error) {
 	}
 	cfg.mountpoint = fs.Arg(0)
 	cfg.foreground = v.foreground
+	cfg.cpuProfile = v.cpuProfile
 
 	// Layers.
 	cfg.lowerSrc, cfg.upperSrc, cfg.workSrc = "--lower", "--upper", "--workdir"

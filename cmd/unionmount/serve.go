@@ -7,6 +7,7 @@ import (
 	"os"
 	"os/exec"
 	"os/signal"
+	"runtime/pprof"
 	"syscall"
 
 	"github.com/unionmount/unionmount/unionfs"
@@ -36,6 +37,14 @@ func mountAndServe(cfg config, logger *log.Logger, report func(error)) error {
 	}
 	if err != nil {
 		return err
+	}
+	if cfg.cpuProfile != "" {
+		stop, err := startCPUProfile(cfg.cpuProfile)
+		if err != nil {
+			logger.Printf("%v; serving without a profile", err)
+		} else {
+			defer stop()
+		}
 	}
 	if cfg.opts.Debug {
 		logger.Printf("mounted %q: lowers %q, upper %q", cfg.mountpoint, cfg.opts.Lowers, cfg.opts.Upper)
@@ -82,6 +91,22 @@ func serve(srv server, sigs <-chan os.Signal, detach func() error, logger *log.L
 			return
 		}
 	}
+}
+
+// startCPUProfile profiles the daemon into path until stop is called.
+func startCPUProfile(path string) (stop func(), err error) {
+	f, err := os.Create(path)
+	if err != nil {
+		return nil, fmt.Errorf("cpu profile: %w", err)
+	}
+	if err := pprof.StartCPUProfile(f); err != nil {
+		f.Close()
+		return nil, fmt.Errorf("cpu profile %q: %w", path, err)
+	}
+	return func() {
+		pprof.StopCPUProfile()
+		f.Close()
+	}, nil
 }
 
 // detach unmounts mnt lazily (MNT_DETACH): umount(2) as root, else through

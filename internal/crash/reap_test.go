@@ -47,7 +47,6 @@ func reap(t *testing.T, u *fstest.Union, mnt string) (hung bool) {
 // connection. The daemon never needs its own mount; starting the server
 // without WaitMount (fuse.NewServer, go Serve) avoids it.
 func TestKillDuringStartup(t *testing.T) {
-	t.Skip("known bug: go-fuse's pollHack opens a file on the daemon's own mount; SIGKILL then leaves the daemon in D state")
 	fstest.RequireFUSE(t)
 	rng := rand.New(rand.NewPCG(*seed, 5))
 	tries := 40

@@ -398,7 +398,6 @@ func scenarioNamed(t *testing.T, name string) syscallScenario {
 // existed. Overlayfs builds the opaque directory in the workdir and swaps
 // it with the whiteout (ovl_create_over_whiteout, RENAME_EXCHANGE).
 func TestKillMkdirOverWhiteout(t *testing.T) {
-	t.Skip("known bug: Mkdir over a whiteout unlinks the whiteout, mkdirs, then sets opaque: a crash in between shows the lower children")
 	fstest.RequireFUSE(t)
 	requireStrace(t)
 	runSyscallScenario(t, scenarioNamed(t, "mkdir over whiteout of merged dir"), 0)
@@ -408,7 +407,6 @@ func TestKillMkdirOverWhiteout(t *testing.T) {
 // symlink) of the same name. Killed after the whiteout is gone and before
 // the new file exists, the lower file shows again.
 func TestKillCreateOverWhiteout(t *testing.T) {
-	t.Skip("known bug: prepareCreate unlinks the whiteout before the new entry is made: a crash in between shows the lower file")
 	fstest.RequireFUSE(t)
 	requireStrace(t)
 	runSyscallScenario(t, scenarioNamed(t, "create over whiteout of lower file"), 0)

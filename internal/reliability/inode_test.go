@@ -26,7 +26,6 @@ import (
 // created in the upper, copied up from a lower, or made with O_TMPFILE.
 // (mkstemp, unlink, ftruncate is a common way to get scratch space.)
 func TestOpenUnlinkedFileOperations(t *testing.T) {
-	t.Skip("known bug: metadata ops on an open, unlinked file use its path (Inode.Path gives .go-fuse.N/deleted) and fail with ENOENT")
 	fstest.RequireFUSE(t)
 	fstest.RequireOverlay(t)
 	targets := []target{{"kernel", true, nil}}
@@ -101,7 +100,6 @@ func TestOpenUnlinkedFileOperations(t *testing.T) {
 // the wrong file. The same path race makes fsetxattr land on a symlink
 // (EPERM) in TestLoad.
 func TestOpenRacingRenameReachesTheFile(t *testing.T) {
-	t.Skip("known bug: Open resolves the node's path after the kernel looked it up; a concurrent rename leaves a whiteout (ENXIO) or another file there")
 	fstest.RequireFUSE(t)
 	for _, tg := range unionTargets {
 		t.Run(tg.name, func(t *testing.T) {
