@@ -43,6 +43,9 @@ type Options struct {
 	// firstData is the first data method to try (tests and benchmarks);
 	// the zero value tries them all from FICLONE on.
 	firstData dataMethod
+	// noTmpfile builds a regular file as a named temp in the workdir
+	// instead of an O_TMPFILE one (the fallback, and tests of it).
+	noTmpfile bool
 }
 
 // Source is an entry in a lower layer.
@@ -170,7 +173,14 @@ func Entry(src Source, dstDirFd int, dstName string, workFd int, opts Options) e
 	}
 	for _, s := range steps {
 		if err := t.do(s.step, s.run); err != nil {
-			return t.rollback(err)
+			err = t.rollback(err)
+			if s.step == StepRename && t.tmpfile && errors.Is(err, unix.EPERM) {
+				// fs.protected_hardlinks refused to link a file we do not
+				// own (rootless, a setuid source): build it named instead.
+				opts.noTmpfile = true
+				return Entry(src, dstDirFd, dstName, workFd, opts)
+			}
+			return err
 		}
 	}
 	t.closeTemp()
@@ -192,6 +202,9 @@ type txn struct {
 
 	tmp string // the temp's name in work; "" when there is nothing to roll back
 	fd  int    // the temp opened (regular file; directory when syncing), else -1
+	// tmpfile: the temp is an unnamed O_TMPFILE file, reached through fd;
+	// linking it into place is the commit, and a crash leaves nothing.
+	tmpfile bool
 
 	// writableForRename: the directory was made owner-writable for the
 	// rename; StepRestoreMode puts the source's mode back.
@@ -261,6 +274,18 @@ func (t *txn) create() error {
 func (t *txn) createNamed(name, target string) error {
 	switch t.typ {
 	case unix.S_IFREG:
+		if !t.opts.noTmpfile {
+			// An unnamed file: one directory operation fewer than a named
+			// temp and its rename (the kernel's ovl_copy_up_tmpfile).
+			fd, err := unix.Openat(t.work, ".", unix.O_TMPFILE|unix.O_WRONLY|unix.O_CLOEXEC, 0o600)
+			if err == nil {
+				t.fd, t.tmpfile = fd, true
+				return nil
+			}
+			if err != unix.EOPNOTSUPP && err != unix.EISDIR && err != unix.EINVAL {
+				return err
+			}
+		}
 		fd, err := unix.Openat(t.work, name, unix.O_CREAT|unix.O_EXCL|unix.O_WRONLY|unix.O_CLOEXEC, 0o600)
 		if err != nil {
 			return err
@@ -328,6 +353,16 @@ func openSource(dirFd int, name string) (int, error) {
 	return fd, nil
 }
 
+// temp names the temp for the *at calls: (dir, name) and the flag that
+// keeps them from following a symlink. An O_TMPFILE temp has only its
+// descriptor, whose /proc path the calls must follow.
+func (t *txn) temp() (dir int, name string, nofollow int) {
+	if t.tmpfile {
+		return unix.AT_FDCWD, "/proc/self/fd/" + strconv.Itoa(t.fd), 0
+	}
+	return t.work, t.tmp, unix.AT_SYMLINK_NOFOLLOW
+}
+
 // setOwner gives the temp its owner (StepOwner).
 func (t *txn) setOwner() error {
 	uid, gid := t.opts.UID, t.opts.GID
@@ -337,13 +372,18 @@ func (t *txn) setOwner() error {
 	if gid < 0 {
 		gid = int(t.src.Stat.Gid)
 	}
-	return unix.Fchownat(t.work, t.tmp, uid, gid, unix.AT_SYMLINK_NOFOLLOW)
+	dir, name, nofollow := t.temp()
+	return unix.Fchownat(dir, name, uid, gid, nofollow)
 }
 
 // setXattrs copies the source's xattrs and sets Options.Xattrs
 // (StepXattrs).
 func (t *txn) setXattrs() error {
-	return copyXattrs(procPath(t.src.DirFd, t.src.Name), procPath(t.work, t.tmp), t.typ, t.opts.Xattrs)
+	if t.tmpfile {
+		_, dst, _ := t.temp()
+		return copyXattrs(procPath(t.src.DirFd, t.src.Name), dst, true, t.typ, t.opts.Xattrs)
+	}
+	return copyXattrs(procPath(t.src.DirFd, t.src.Name), procPath(t.work, t.tmp), false, t.typ, t.opts.Xattrs)
 }
 
 // setMode gives the temp the source's full mode (StepMode). Symlinks have
@@ -353,13 +393,15 @@ func (t *txn) setMode() error {
 		return nil
 	}
 	// The temp is not a symlink, so following the last component is safe.
-	return unix.Fchmodat(t.work, t.tmp, t.src.Stat.Mode&0o7777, 0)
+	dir, name, _ := t.temp()
+	return unix.Fchmodat(dir, name, t.src.Stat.Mode&0o7777, 0)
 }
 
 // setTimes gives the temp the source's atime and mtime (StepTimes).
 func (t *txn) setTimes() error {
 	ts := []unix.Timespec{t.src.Stat.Atim, t.src.Stat.Mtim}
-	return unix.UtimesNanoAt(t.work, t.tmp, ts, unix.AT_SYMLINK_NOFOLLOW)
+	dir, name, nofollow := t.temp()
+	return unix.UtimesNanoAt(dir, name, ts, nofollow)
 }
 
 // sync flushes the temp's data and metadata (StepSync).
@@ -379,6 +421,12 @@ func (t *txn) sync() error {
 // for the rename and StepRestoreMode takes it away again. A crash between
 // the two leaves the directory owner-writable, its only difference.
 func (t *txn) rename() error {
+	if t.tmpfile {
+		// linkat never replaces: EEXIST when the name is taken, as
+		// RENAME_NOREPLACE.
+		_, name, _ := t.temp()
+		return unix.Linkat(unix.AT_FDCWD, name, t.dstDir, t.dst, unix.AT_SYMLINK_FOLLOW)
+	}
 	err := unix.Renameat2(t.work, t.tmp, t.dstDir, t.dst, unix.RENAME_NOREPLACE)
 	if err == unix.EACCES && t.typ == unix.S_IFDIR && t.src.Stat.Mode&0o200 == 0 {
 		if err := unix.Fchmodat(t.work, t.tmp, t.src.Stat.Mode&0o7777|0o200, 0); err != nil {

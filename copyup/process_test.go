@@ -71,6 +71,7 @@ func helperStop() {
 		helperFail("%v", err)
 	}
 	opts := keepOwner()
+	opts.noTmpfile = os.Getenv("NOTMPFILE") != ""
 	opts.hook = func(s Step) error {
 		if s == Step(step) {
 			fmt.Println("stopped")
@@ -86,13 +87,28 @@ func helperStop() {
 
 // TestCrashLeavesUpperWhole kills a copy-up process at each step: the upper
 // holds nothing or the complete entry, and CleanWorkdir removes what is left
-// in the workdir.
+// in the workdir. A regular file is built as an O_TMPFILE file, so nothing
+// is left at all; the named temp it falls back to is killed too.
 func TestCrashLeavesUpperWhole(t *testing.T) {
 	exe, err := os.Executable()
 	must(t, err)
+	type variant struct {
+		fx        fixture
+		noTmpfile bool
+	}
+	var variants []variant
 	for _, fx := range []fixture{everyType[2], everyType[4], everyType[5]} {
+		variants = append(variants, variant{fx, false})
+	}
+	variants = append(variants, variant{everyType[2], true})
+	for _, v := range variants {
+		fx := v.fx
 		for s := StepCreate; s <= StepSyncDir; s++ {
-			t.Run(fmt.Sprintf("%s/%s", fx.name, s), func(t *testing.T) {
+			label := fx.name
+			if v.noTmpfile {
+				label += "-named"
+			}
+			t.Run(fmt.Sprintf("%s/%s", label, s), func(t *testing.T) {
 				base := t.TempDir()
 				l := newLayoutIn(t, base)
 				src := filepath.Join(l.lower, fx.name)
@@ -101,6 +117,9 @@ func TestCrashLeavesUpperWhole(t *testing.T) {
 
 				cmd := exec.Command(exe, "-test.run=^$")
 				cmd.Env = append(os.Environ(), helperEnv+"=stop", "BASE="+base, "NAME="+fx.name, "STEP="+strconv.Itoa(int(s)))
+				if v.noTmpfile {
+					cmd.Env = append(cmd.Env, "NOTMPFILE=1")
+				}
 				var stderr strings.Builder
 				cmd.Stderr = &stderr
 				out, err := cmd.StdoutPipe()
@@ -125,7 +144,11 @@ func TestCrashLeavesUpperWhole(t *testing.T) {
 					l.requireAbsent(t, fx.name)
 				}
 				left := dirNames(t, l.work)
-				if s > StepCreate && s <= StepRename && (len(left) != 1 || !strings.HasPrefix(left[0], TempPrefix)) {
+				unnamed := srcSt.Mode&unix.S_IFMT == unix.S_IFREG && !v.noTmpfile
+				if unnamed && len(left) != 0 {
+					t.Errorf("workdir after a kill at %s of an O_TMPFILE copy-up holds %q, want nothing", s, left)
+				}
+				if !unnamed && s > StepCreate && s <= StepRename && (len(left) != 1 || !strings.HasPrefix(left[0], TempPrefix)) {
 					t.Errorf("workdir after a kill at %s holds %q, want one temp", s, left)
 				}
 				must(t, CleanWorkdir(l.workFd))

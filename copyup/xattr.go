@@ -64,8 +64,13 @@ func (r xattrRule) tolerates(err error) bool {
 }
 
 // copyXattrs copies src's xattrs to dst by the rules above, then sets
-// extra. Both are paths whose last component is not followed.
-func copyXattrs(src, dst string, typ uint32, extra map[string][]byte) error {
+// extra. Both are paths whose last component is not followed, unless
+// followDst: dst is then a descriptor's /proc/self/fd path.
+func copyXattrs(src, dst string, followDst bool, typ uint32, extra map[string][]byte) error {
+	setx := unix.Lsetxattr
+	if followDst {
+		setx = unix.Setxattr
+	}
 	names, err := listXattrs(src)
 	if err != nil {
 		return fmt.Errorf("list source xattrs: %w", err)
@@ -82,12 +87,12 @@ func copyXattrs(src, dst string, typ uint32, extra map[string][]byte) error {
 		if err != nil {
 			return fmt.Errorf("read xattr %q: %w", name, err)
 		}
-		if err := unix.Lsetxattr(dst, name, value, 0); err != nil && !rule.tolerates(err) {
+		if err := setx(dst, name, value, 0); err != nil && !rule.tolerates(err) {
 			return fmt.Errorf("set xattr %q: %w", name, err)
 		}
 	}
 	for _, name := range slices.Sorted(maps.Keys(extra)) {
-		err := unix.Lsetxattr(dst, name, extra[name], 0)
+		err := setx(dst, name, extra[name], 0)
 		if err == unix.EPERM && strings.HasPrefix(name, "user.") && typ != unix.S_IFREG && typ != unix.S_IFDIR {
 			continue // Linux allows user.* only on regular files and directories
 		}
