@@ -40,6 +40,24 @@ test: export UNIONMOUNT_BIN := $(BIN)/unionmount
 test: export UNIONCTL_BIN := $(BIN)/unionctl
 test: deps build vet fmt-check
 	$(GO) test -race -count=1 -timeout 25m ./...
+	GO=$(GO) FUZZTIME=10s bash scripts/fuzz.sh
+
+## fuzz: every native fuzz target for FUZZTIME each (default 1m)
+.PHONY: fuzz
+fuzz:
+	GO=$(GO) FUZZTIME=$${FUZZTIME:-1m} bash scripts/fuzz.sh
+
+## soak: the long modes of issue 7 as root (about 2 hours on 2 cores): 200 kill
+## points per crash scenario, 1M fsx ops per configuration, 5 min of load,
+## a 1M-entry walk, 30,000 differential steps, 10 min per fuzz target
+.PHONY: soak
+soak: export UNIONMOUNT_BIN := $(BIN)/unionmount
+soak: export UNIONCTL_BIN := $(BIN)/unionctl
+soak: deps build
+	$(GO) test -count=1 -timeout 3h ./internal/crash -crash.points 200
+	$(GO) test -count=1 -timeout 3h ./internal/reliability -reliability.long
+	$(GO) test -count=1 -timeout 1h ./internal/difftest -difftest.seeds 100 -difftest.steps 300
+	GO=$(GO) FUZZTIME=10m bash scripts/fuzz.sh
 
 ## demo: mount a three-layer stack and show the merged tree
 demo: deps build

@@ -103,3 +103,49 @@ func FuzzParseMountOptions(f *testing.F) {
 		}
 	})
 }
+
+// FuzzParseIDMapping: any uidmapping=/gidmapping= value parses or fails;
+// every range that parses is non-empty and fits in 32-bit ids on both
+// sides, and there is one range per LAYER:MOUNT:COUNT triple.
+func FuzzParseIDMapping(f *testing.F) {
+	for _, s := range []string{"", ":", ":0:100000:65536", "0:1:1:5:6:7", "0:0:4294967296", "4294967295:0:1",
+		"1:2", "a:b:c", "::::", ":0:0:0", "-1:0:1"} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, s string) {
+		maps, err := parseIDMapping(s)
+		if err != nil {
+			return
+		}
+		if want := len(strings.Split(strings.TrimPrefix(s, ":"), ":")) / 3; len(maps) != want {
+			t.Fatalf("parseIDMapping(%q): %d ranges, want %d", s, len(maps), want)
+		}
+		for _, m := range maps {
+			if m.Size == 0 || uint64(m.Host)+uint64(m.Size) > 1<<32 || uint64(m.Container)+uint64(m.Size) > 1<<32 {
+				t.Fatalf("parseIDMapping(%q): bad range %+v", s, m)
+			}
+		}
+	})
+}
+
+// FuzzParseMountinfo: any /proc/self/mountinfo text parses without a
+// panic; each entry has the fields its line had.
+func FuzzParseMountinfo(f *testing.F) {
+	f.Add("36 35 98:0 /mnt1 /mnt/parent rw,noatime master:1 - ext3 /dev/root rw,errors=continue\n")
+	f.Add("1 0 0:1 / / rw - rootfs rootfs rw\n2 1 8:1 /a\\040b /m\\134x rw,idmapped - ext4 /dev/sda1 rw\n")
+	f.Add("x y z\n\n7")
+	f.Fuzz(func(t *testing.T, s string) {
+		es, err := parseMountinfo(strings.NewReader(s))
+		if err != nil {
+			return
+		}
+		if len(es) > strings.Count(s, "\n")+1 {
+			t.Fatalf("%d entries from %d lines", len(es), strings.Count(s, "\n")+1)
+		}
+		for _, e := range es {
+			if e.dev == "" {
+				t.Fatalf("entry %+v without a device", e)
+			}
+		}
+	})
+}
