@@ -7,6 +7,7 @@ import (
 	"os"
 	"os/exec"
 	"os/signal"
+	"runtime"
 	"runtime/pprof"
 	"syscall"
 
@@ -38,6 +39,12 @@ func mountAndServe(cfg config, logger *log.Logger, report func(error)) error {
 	if err != nil {
 		return err
 	}
+	// go-fuse sized its readers to GOMAXPROCS when it mounted. Readers
+	// wait in read(2) on /dev/fuse; with no idle P left the runtime's
+	// sysmon hands their Ps off after 20 µs, and every request then wakes
+	// through the scheduler's slow path. Two spare Ps keep the fast path:
+	// a trivial request's round trip went from ~58 to ~47 µs on two cores.
+	runtime.GOMAXPROCS(runtime.GOMAXPROCS(0) + 2)
 	if cfg.cpuProfile != "" {
 		stop, err := startCPUProfile(cfg.cpuProfile)
 		if err != nil {
