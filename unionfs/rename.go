@@ -122,41 +122,55 @@ func (n *node) Rename(ctx context.Context, name string, newParent fs.InodeEmbedd
 	dstMerged := len(u.lowerDirs(ddirs)) > 0
 	srcMerged := len(u.lowerDirs(sdirs)) > 0
 
-	if exchange {
-		if err := unix.Renameat2(sfd, name, dfd, newName, unix.RENAME_EXCHANGE); err != nil {
+	// Directories that need to be opaque at their new place are marked
+	// before they move, so a crash never shows one merging with a lower
+	// directory of its new name. They are upper-only (anything else is
+	// EXDEV above), so the marker changes nothing where they are now.
+	if sIsDir && dstMerged {
+		if err := u.setOpaque(sfd, name); err != nil {
 			return u.errno("rename", join(srel, name), err)
 		}
+	}
+	if exchange {
 		if dIsDir && srcMerged {
-			if err := u.setOpaque(sfd, name); err != nil {
-				return u.errno("rename", join(srel, name), err)
-			}
-		}
-		if sIsDir && dstMerged {
 			if err := u.setOpaque(dfd, newName); err != nil {
 				return u.errno("rename", join(drel, newName), err)
 			}
 		}
+		if err := unix.Renameat2(sfd, name, dfd, newName, unix.RENAME_EXCHANGE); err != nil {
+			return u.errno("rename", join(srel, name), err)
+		}
 		return 0
 	}
 
-	// The target in the upper: a whiteout, or an (empty in the merged
-	// view) directory that may still hold whiteouts; clear it first.
+	// What the upper holds at the target, replaced in one step each time,
+	// so that a crash shows the state before or after (ovl_rename):
 	var st unix.Stat_t
 	if unix.Fstatat(dfd, newName, &st, unix.AT_SYMLINK_NOFOLLOW) == nil {
-		if whiteout.IsCharWhiteout(&st) {
-			if sIsDir {
-				if err := unix.Unlinkat(dfd, newName, 0); err != nil {
-					return u.errno("rename", join(drel, newName), err)
+		switch {
+		case whiteout.IsCharWhiteout(&st) && sIsDir:
+			// rename(2) will not put a directory over a device:
+			// exchange them, then the whiteout sits at the old name,
+			// where it stays if a lower entry must stay hidden.
+			if err := unix.Renameat2(sfd, name, dfd, newName, unix.RENAME_EXCHANGE); err != nil {
+				return u.errno("rename", join(srel, name), err)
+			}
+			if !srcLower {
+				if err := unix.Unlinkat(sfd, name, 0); err != nil && u.opts.Debug {
+					u.log.Printf("rename: remove the whiteout left at %q: %v", join(srel, name), err)
 				}
 			}
-		} else if st.Mode&unix.S_IFMT == unix.S_IFDIR {
-			if err := u.removeUpper(dfd, newName, true, false); err != nil {
+			u.dropAUFSWhiteout(dfd, newName)
+			np.markReplaced(newName, sch, dfound, dIsDir, &dres)
+			return 0
+		case st.Mode&unix.S_IFMT == unix.S_IFDIR:
+			// An upper directory that is empty in the merged view may
+			// still hold whiteouts: swap in an empty opaque one first
+			// (ovl_clear_empty), then rename over that.
+			if err := u.clearUpperDir(dfd, newName, &st); err != nil {
 				return u.errno("rename", join(drel, newName), err)
 			}
 		}
-	}
-	if unix.Fstatat(dfd, whiteout.Prefix+newName, &st, unix.AT_SYMLINK_NOFOLLOW) == nil {
-		unix.Unlinkat(dfd, whiteout.Prefix+newName, 0)
 	}
 
 	rflags := uint(0)
@@ -172,17 +186,65 @@ func (n *node) Rename(ctx context.Context, name string, newParent fs.InodeEmbedd
 	if err != nil {
 		return u.errno("rename", join(srel, name), err)
 	}
-	if sIsDir && dstMerged {
-		if err := u.setOpaque(dfd, newName); err != nil {
-			return u.errno("rename", join(drel, newName), err)
-		}
-	}
-	if dfound {
-		if ch := np.GetChild(newName); ch != nil && ch != sch {
-			if cn, ok := ch.Operations().(*node); ok && (dIsDir || !dres.upper(u) || dres.st.Nlink <= 1) {
-				cn.unlinked.Store(true)
-			}
-		}
-	}
+	// A ".wh.NAME" marker beside the new entry is hidden by it; remove it
+	// only now, so it never uncovers the lower entry.
+	u.dropAUFSWhiteout(dfd, newName)
+	np.markReplaced(newName, sch, dfound, dIsDir, &dres)
 	return 0
+}
+
+// dropAUFSWhiteout removes a ".wh.NAME" beside NAME in the upper directory
+// dfd, if there is one.
+func (u *unionFS) dropAUFSWhiteout(dfd int, name string) {
+	var st unix.Stat_t
+	if unix.Fstatat(dfd, whiteout.Prefix+name, &st, unix.AT_SYMLINK_NOFOLLOW) == nil {
+		unix.Unlinkat(dfd, whiteout.Prefix+name, 0)
+	}
+}
+
+// clearUpperDir replaces the upper directory dfd/name, empty in the merged
+// view but maybe holding whiteouts, by an empty opaque directory with its
+// mode and owner, in one RENAME_EXCHANGE; the old one is removed from the
+// workdir after. A directory already empty on disk is left as it is.
+func (u *unionFS) clearUpperDir(dfd int, name string, st *unix.Stat_t) error {
+	fd, err := unix.Openat(dfd, name, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return err
+	}
+	entries, err := readLayerDir(&layer{fd: fd}, "")
+	unix.Close(fd)
+	if err != nil || len(entries) == 0 {
+		return err
+	}
+	tmp := tmpName()
+	if err := unix.Mkdirat(u.work, tmp, st.Mode&07777); err != nil {
+		return err
+	}
+	err = unix.Fchownat(u.work, tmp, int(st.Uid), int(st.Gid), unix.AT_SYMLINK_NOFOLLOW)
+	if err == nil {
+		err = unix.Fchmodat(u.work, tmp, st.Mode&07777, 0)
+	}
+	if err == nil {
+		err = u.setOpaque(u.work, tmp)
+	}
+	if err == nil {
+		err = unix.Renameat2(u.work, tmp, dfd, name, unix.RENAME_EXCHANGE)
+	}
+	if rerr := removeAllAt(u.work, tmp); err == nil {
+		err = rerr
+	}
+	return err
+}
+
+// markReplaced records that the rename put another entry over newName:
+// the node that was there has lost that name.
+func (np *node) markReplaced(newName string, sch *fs.Inode, dfound, dIsDir bool, dres *resolution) {
+	if !dfound {
+		return
+	}
+	if ch := np.GetChild(newName); ch != nil && ch != sch {
+		if cn, ok := ch.Operations().(*node); ok && (dIsDir || !dres.upper(np.u) || dres.st.Nlink <= 1) {
+			cn.unlinked.Store(true)
+		}
+	}
 }

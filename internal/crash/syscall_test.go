@@ -1,6 +1,8 @@
 package crash
 
 import (
+	"golang.org/x/sys/unix"
+
 	"bufio"
 	"fmt"
 	"os"
@@ -347,6 +349,30 @@ func syscallScenarios() []syscallScenario {
 			setup: func(mnt string) error { return os.Remove(at(mnt, "a/f")) },
 			// One CREATE: a write after it would be an operation of its own.
 			op: func(mnt string) error { return os.WriteFile(at(mnt, "a/f"), nil, 0o644) }},
+		{name: "rename new dir over whiteout of merged dir", fixture: lower,
+			setup: func(mnt string) error {
+				for _, f := range []func() error{
+					func() error { return os.Remove(at(mnt, "m/c")) },
+					func() error { return os.Remove(at(mnt, "m")) },
+					func() error { return os.Mkdir(at(mnt, "n"), 0o755) },
+					func() error { return os.WriteFile(at(mnt, "n/z"), []byte("z\n"), 0o644) },
+				} {
+					if err := f(); err != nil {
+						return err
+					}
+				}
+				return nil
+			},
+			op: func(mnt string) error { return os.Rename(at(mnt, "n"), at(mnt, "m")) }},
+		{name: "rename new dir over emptied merged dir", fixture: lower,
+			setup: func(mnt string) error {
+				if err := os.Remove(at(mnt, "m/c")); err != nil {
+					return err
+				}
+				return os.Mkdir(at(mnt, "n"), 0o755)
+			},
+			// rename(2): os.Rename refuses to replace a directory.
+			op: func(mnt string) error { return unix.Rename(at(mnt, "n"), at(mnt, "m")) }},
 		{name: "symlink over whiteout of lower file", fixture: lower,
 			setup: func(mnt string) error { return os.Remove(at(mnt, "a/f")) },
 			op:    func(mnt string) error { return os.Symlink("g", at(mnt, "a/f")) }},
@@ -354,11 +380,7 @@ func syscallScenarios() []syscallScenario {
 }
 
 // knownNonAtomic are the scenarios with a known bug, and its regression test.
-var knownNonAtomic = map[string]string{
-	"mkdir over whiteout of merged dir":   "TestKillMkdirOverWhiteout",
-	"create over whiteout of lower file":  "TestKillCreateOverWhiteout",
-	"symlink over whiteout of lower file": "TestKillCreateOverWhiteout",
-}
+var knownNonAtomic = map[string]string{}
 
 // TestKillAtSyscalls kills the daemon just after each system call that
 // changes a layer, for renames, unlinks, rmdir of a merged directory,
