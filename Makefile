@@ -54,7 +54,7 @@ fuzz:
 soak: export UNIONMOUNT_BIN := $(BIN)/unionmount
 soak: export UNIONCTL_BIN := $(BIN)/unionctl
 soak: deps build
-	$(GO) test -count=1 -timeout 3h ./internal/crash -crash.points 200
+	$(GO) test -count=1 -timeout 3h ./internal/crash -crash.points 200 -crash.storepoints 200
 	$(GO) test -count=1 -timeout 3h ./internal/reliability -reliability.long
 	$(GO) test -count=1 -timeout 1h ./internal/difftest -difftest.seeds 100 -difftest.steps 300
 	GO=$(GO) FUZZTIME=10m bash scripts/fuzz.sh

@@ -135,8 +135,9 @@ func isHex(s string) bool {
 
 // putImage stores an image record for config over layers (chain IDs,
 // bottom first) and gives it names, taking them from any other image.
-// An image already stored keeps its record and gains the names. Call with
-// the lock held.
+// An image already stored keeps its record and gains the names. A new
+// image's record has its names from the start: a crash after its rename
+// must not leave it nameless. Call with the lock held.
 func (s *Store) putImage(config []byte, layers []digest.Digest, names []string) (*Image, error) {
 	id := digest.FromBytes(config)
 	img, err := s.ImageByID(id)
@@ -150,6 +151,11 @@ func (s *Store) putImage(config []byte, layers []digest.Digest, names []string) 
 		}
 		defer removeAll(stage)
 		img = &Image{ID: id, Names: []string{}, Layers: layers, Stored: time.Now().UTC()}
+		for _, n := range names {
+			if r, err := image.ParseReference(n); err == nil && indexOf(img.Names, r.String()) < 0 {
+				img.Names = append(img.Names, r.String())
+			}
+		}
 		if err := writeFileAtomic(filepath.Join(stage, "config.json"), config); err != nil {
 			return nil, fmt.Errorf("stage image: %w", err)
 		}

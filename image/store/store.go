@@ -22,8 +22,9 @@
 // Every change lands by rename(2) of a fully written file or directory
 // from tmp/, under the lock, so readers need no lock and a failed or
 // interrupted operation leaves the store as it was (at worst, debris in
-// tmp/ that the next writer removes, or a layer no image uses, which the
-// next rmi collects).
+// tmp/ or the temporary file of a record rewritten in place, which the
+// next writer removes, or a layer no image uses, which the next rmi
+// collects).
 package store
 
 import (
@@ -35,6 +36,7 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"strings"
 
 	"github.com/opencontainers/go-digest"
 	"golang.org/x/sys/unix"
@@ -102,7 +104,8 @@ func (s *Store) path(elem ...string) string {
 }
 
 // Lock takes the store's writer lock, waiting for other writers, and
-// empties tmp/ (whatever is there belongs to a writer that died). Call the
+// removes what a writer that died left: the entries of tmp/ and the
+// temporary files of records rewritten in place (see sweep). Call the
 // returned function to release it.
 func (s *Store) Lock() (func(), error) {
 	f, err := os.OpenFile(s.path("lock"), os.O_CREATE|os.O_RDWR|unix.O_CLOEXEC, 0o600)
@@ -113,12 +116,31 @@ func (s *Store) Lock() (func(), error) {
 		f.Close()
 		return nil, fmt.Errorf("lock store: %w", err)
 	}
+	s.sweep()
+	return func() { f.Close() }, nil
+}
+
+// sweep empties tmp/ and removes writeFile's temporary files (".tmp-*")
+// beside the records that are rewritten in place, images/<id>/image.json
+// and containers/<id>/container.json. Every writer holds the lock, so
+// under it they all belong to writers that died. Call with the lock held.
+func (s *Store) sweep() {
 	if ents, err := os.ReadDir(s.path("tmp")); err == nil {
 		for _, e := range ents {
 			removeAll(s.path("tmp", e.Name()))
 		}
 	}
-	return func() { f.Close() }, nil
+	for _, kind := range []string{"images", "containers"} {
+		dirs, _ := os.ReadDir(s.path(kind))
+		for _, d := range dirs {
+			ents, _ := os.ReadDir(s.path(kind, d.Name()))
+			for _, e := range ents {
+				if strings.HasPrefix(e.Name(), tempPrefix) {
+					os.Remove(s.path(kind, d.Name(), e.Name()))
+				}
+			}
+		}
+	}
 }
 
 // tempDir makes a staging directory under tmp/.
@@ -192,8 +214,11 @@ func writeStateJSON(p string, v any) error {
 
 func writeFileAtomic(p string, b []byte) error { return writeFile(p, b, true) }
 
+// tempPrefix starts the names of writeFile's temporary files.
+const tempPrefix = ".tmp-"
+
 func writeFile(p string, b []byte, sync bool) error {
-	f, err := os.CreateTemp(filepath.Dir(p), ".tmp-"+filepath.Base(p)+"-")
+	f, err := os.CreateTemp(filepath.Dir(p), tempPrefix+filepath.Base(p)+"-")
 	if err != nil {
 		return err
 	}

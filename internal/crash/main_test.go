@@ -5,8 +5,9 @@ import (
 	"os"
 	"testing"
 
-	"github.com/unionmount/unionmount/internal/fstest"
 	"golang.org/x/sys/unix"
+
+	"github.com/unionmount/unionmount/image/imagetest"
 )
 
 func TestMain(m *testing.M) {
@@ -14,6 +15,6 @@ func TestMain(m *testing.M) {
 	// The models write 0644 files and 0755 directories.
 	unix.Umask(0o022)
 	code := m.Run()
-	fstest.RemoveBinary()
+	imagetest.Cleanup() // unionctl's build and fstest.Binary's
 	os.Exit(code)
 }
