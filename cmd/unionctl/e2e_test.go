@@ -392,3 +392,23 @@ func TestBadInputLeavesStoreUnchanged(t *testing.T) {
 		}
 	}
 }
+
+// TestInspectDamagedImage: an image whose layer is gone from the store is
+// reported as damaged, with the fix, and a non-zero exit; inspect used to
+// print "Layers": null and exit 0.
+func TestInspectDamagedImage(t *testing.T) {
+	fstest.RequireRoot(t)
+	s := imagetest.NewSession(t)
+	s.Must(imagetest.Tar(t, []imagetest.Entry{{Name: "f", Body: []byte("x")}}), "import", "-", "hurt:1")
+	layers, err := filepath.Glob(filepath.Join(s.Root, "layers", "*"))
+	if err != nil || len(layers) != 1 {
+		t.Fatalf("layers in the store: %q, %v; want one", layers, err)
+	}
+	if err := os.RemoveAll(layers[0]); err != nil {
+		t.Fatal(err)
+	}
+	r := s.Run(nil, "inspect", "hurt:1")
+	if r.Code == 0 || !strings.Contains(r.Stderr, "damaged") || !strings.Contains(r.Stderr, "rmi") {
+		t.Errorf("inspect of an image without its layer: %v\nwant a non-zero exit and an error naming the damage and the fix", r)
+	}
+}

@@ -426,7 +426,12 @@ func cmdInspect(a *app, o *cmdOpts, args []string) error {
 		if o.typ == "" || o.typ == "image" {
 			var img *store.Image
 			if img, err = a.st.LookupImage(ref); err == nil {
-				found, err = a.inspectImage(img)
+				info, err := a.inspectImage(img)
+				if err != nil {
+					return fmt.Errorf("inspect %s: image %s is damaged: %w; remove it (rmi -f) and load it again",
+						ref, img.ID.Encoded()[:12], err)
+				}
+				found = info
 			}
 		}
 		if found == nil && (o.typ == "" || o.typ == "container") {
