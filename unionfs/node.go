@@ -32,9 +32,10 @@ type node struct {
 	// dirs are the layers merged for a directory, top first. Guarded by mu.
 	dirs []layerDir
 	// last is the latest stat of a directory, FIFO or socket, for fstat
-	// after its name is gone (they have no handle). Guarded by mu.
-	last     unix.Stat_t
-	haveLast bool
+	// after its name is gone (they have no handle); nil for other files,
+	// so that a regular file's node does not carry 144 bytes it never
+	// uses. Guarded by mu.
+	last *unix.Stat_t
 
 	// copiedUp becomes true when the node moves to the upper, so handles
 	// opened on a lower file switch to the copy.
@@ -222,7 +223,11 @@ func (n *node) Getattr(ctx context.Context, f fs.FileHandle, out *fuse.AttrOut) 
 		// An open FIFO or directory has no handle to fstat once its name
 		// is gone: report what it was last.
 		n.mu.Lock()
-		st, ok := n.last, n.haveLast
+		var st unix.Stat_t
+		ok := n.last != nil
+		if ok {
+			st = *n.last
+		}
 		n.mu.Unlock()
 		if !ok {
 			return n.u.errno("stat", rel, err)
@@ -234,7 +239,10 @@ func (n *node) Getattr(ctx context.Context, f fs.FileHandle, out *fuse.AttrOut) 
 	}
 	if t := st.Mode & unix.S_IFMT; t == unix.S_IFDIR || t == unix.S_IFIFO || t == unix.S_IFSOCK {
 		n.mu.Lock()
-		n.last, n.haveLast = st, true
+		if n.last == nil {
+			n.last = new(unix.Stat_t)
+		}
+		*n.last = st
 		n.mu.Unlock()
 	}
 	n.u.fillAttr(&st, n.StableAttr().Ino, n.merged(), &out.Attr)

@@ -106,11 +106,13 @@ func (n *node) Rename(ctx context.Context, name string, newParent fs.InodeEmbedd
 		return u.errno("rename", srel, err)
 	}
 	defer unix.Close(sfd)
-	dfd, _, err := np.upperDirOf()
-	if err != nil {
-		return u.errno("rename", drel, err)
+	dfd := sfd // most renames stay in their directory: one open
+	if np != n {
+		if dfd, _, err = np.upperDirOf(); err != nil {
+			return u.errno("rename", drel, err)
+		}
+		defer unix.Close(dfd)
 	}
-	defer unix.Close(dfd)
 
 	srcLower, err := u.lowerHas(sdirs, srel, name)
 	if err != nil {
