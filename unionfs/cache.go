@@ -24,6 +24,7 @@ type dirTable struct {
 	index   map[string]int      // name -> position in entries
 	gone    map[string]struct{} // names this directory deletes
 	opacity whiteout.Opacity    // from its xattrs and a ".wh..wh..opq" inside
+	lower   *lowerIndex         // set in the entries of lowerIndex only
 }
 
 func newLookupCache(maxEntries int64) (*lookupCache, error) {
@@ -144,6 +145,54 @@ func (c *lookupCache) opacity(u *unionFS, l *layer, rel string) whiteout.Opacity
 		}
 	}
 	return op
+}
+
+// lowerIndexMin is the number of lower layers from which a lookup asks
+// the merged index of a directory's lower part instead of each layer's
+// name table in turn. Two, so that the differential tests (stacks of two
+// and three lowers) check the index against the kernel.
+const lowerIndexMin = 2
+
+// lowerIndex is the lower part of a merged directory, merged: for each
+// name it shows, the layer of the topmost entry. The lowers never change
+// while mounted, so neither does it. With it, a name at the bottom of a
+// deep stack costs one probe, not one per layer.
+type lowerIndex struct {
+	top map[string]int
+}
+
+// lowerIndex returns the merged index of the lower directories dirs (top
+// first, ending where the merge ends) at rel, or nil when a layer's table
+// cannot be read (the caller then probes layer by layer).
+func (c *lookupCache) lowerIndex(u *unionFS, dirs []layerDir, rel string) *lowerIndex {
+	key := "L" + strconv.Itoa(dirs[0].layer) + "\x00" + strconv.Itoa(len(dirs)) + "\x00" + rel
+	if t, ok := c.c.Get(key); ok && t.lower != nil {
+		return t.lower
+	}
+	li := &lowerIndex{top: map[string]int{}}
+	gone := map[string]struct{}{}
+	for _, d := range dirs {
+		t, err := c.table(u, u.layers[d.layer], rel)
+		if err != nil {
+			return nil
+		}
+		for _, e := range t.entries {
+			if _, ok := li.top[e.name]; ok {
+				continue
+			}
+			if _, ok := gone[e.name]; ok {
+				continue
+			}
+			li.top[e.name] = d.layer
+		}
+		for _, name := range t.deleted {
+			if _, ok := li.top[name]; !ok {
+				gone[name] = struct{}{}
+			}
+		}
+	}
+	c.set(key, &dirTable{lower: li}, int64(len(li.top)+1))
+	return li
 }
 
 func (c *lookupCache) close() {

@@ -161,9 +161,27 @@ func (u *unionFS) resolveFrom(parent []layerDir, rel, name string, from int) (re
 		return res, false, nil
 	}
 	var st unix.Stat_t
+	lowerStart := 0
+	if u.hasUpper && len(parent) > 0 && parent[0].layer == 0 {
+		lowerStart = 1
+	}
 	for i, d := range parent {
 		if d.layer < from {
 			continue
+		}
+		if i == lowerStart && !found && u.cache != nil && len(parent)-lowerStart >= lowerIndexMin {
+			// Deep stack: ask the merged index of the lower part which
+			// layer holds the name, and start there.
+			if li := u.cache.lowerIndex(u, parent[lowerStart:], rel); li != nil {
+				l, ok := li.top[name]
+				if !ok {
+					return res, false, nil
+				}
+				if l > d.layer {
+					from = l
+					continue
+				}
+			}
 		}
 		l := u.layers[d.layer]
 		p, err := u.probe(l, d, rel, name, &st, !found)
