@@ -163,3 +163,64 @@ func TestOpenRacingRenameReachesTheFile(t *testing.T) {
 		})
 	}
 }
+
+// TestXattrRacingRenameReachesTheFile: setxattr and getxattr of a name
+// whose inode the kernel has looked up reach that inode while another
+// process renames it back and forth. The daemon used to go by the path,
+// which for a moment names the whiteout the rename leaves (EPERM: user.*
+// xattrs are refused on a device) or nothing.
+func TestXattrRacingRenameReachesTheFile(t *testing.T) {
+	fstest.RequireFUSE(t)
+	for _, tg := range unionTargets {
+		t.Run(tg.name, func(t *testing.T) {
+			l := newLayers(t, "")
+			if err := fstest.Apply(l.lower, fstest.CreateFile("a", []byte("lower a\n"), 0o644)); err != nil {
+				t.Fatal(err)
+			}
+			mountTarget(t, tg, l.lower, l.upper, l.work, l.mnt)
+			a, b := filepath.Join(l.mnt, "a"), filepath.Join(l.mnt, "b")
+			if err := unix.Setxattr(a, "user.k", []byte("v"), 0); err != nil {
+				t.Fatal(err)
+			}
+			var stop atomic.Bool
+			var mu sync.Mutex
+			errs := map[string]int{}
+			calls := 0
+			var wg sync.WaitGroup
+			for i := 0; i < 3; i++ {
+				wg.Add(1)
+				go func() {
+					defer wg.Done()
+					buf := make([]byte, 16)
+					for !stop.Load() {
+						err := unix.Setxattr(a, "user.k", []byte("v"), 0)
+						if err == nil {
+							_, err = unix.Getxattr(a, "user.k", buf)
+						}
+						mu.Lock()
+						calls++
+						if err != nil && !errors.Is(err, unix.ENOENT) {
+							errs[errnoName(err)]++
+						}
+						mu.Unlock()
+					}
+				}()
+			}
+			renames := 0
+			for deadline := time.Now().Add(3 * time.Second); time.Now().Before(deadline); renames++ {
+				if err := os.Rename(a, b); err != nil {
+					t.Fatal(err)
+				}
+				if err := os.Rename(b, a); err != nil {
+					t.Fatal(err)
+				}
+			}
+			stop.Store(true)
+			wg.Wait()
+			t.Logf("%d xattr calls during %d rename pairs", calls, renames)
+			if len(errs) > 0 {
+				t.Errorf("xattr calls on a file being renamed failed: %v (only ENOENT, between the renames, is explained)", errs)
+			}
+		})
+	}
+}
