@@ -83,6 +83,9 @@ func (n *node) isUpper() bool { return n.copiedUp.Load() }
 
 // setState records a new resolution (after lookup, copy-up or a change).
 func (n *node) setState(top int, dirs []layerDir) {
+	if n.u.hasUpper && top != 0 && n.copiedUp.Load() {
+		return // never back to a lower layer once copied up
+	}
 	n.mu.Lock()
 	n.top, n.dirs = top, dirs
 	n.mu.Unlock()
@@ -184,6 +187,18 @@ func (u *unionFS) childInode(ctx context.Context, parent *fs.Inode, prel, name s
 	if ex := parent.GetChild(name); ex != nil && ex.StableAttr() == sa {
 		// The kernel still holds this node: refresh what the layers say.
 		if en, ok := ex.Operations().(*node); ok {
+			if en.isUpper() && !res.upper(u) {
+				// A copy-up finished while this lookup probed the layers:
+				// what it saw in a lower layer is already stale. Going
+				// back to the lower entry would send writes and xattr
+				// changes there. Keep the node in the upper.
+				var st unix.Stat_t
+				if u.layers[0].lstat(rel, &st) == nil {
+					u.fillAttr(&st, ino, len(res.dirs) > 1, &out.Attr)
+				}
+				en.unlinked.Store(false)
+				return ex
+			}
 			en.setState(res.top, res.dirs)
 			if res.upper(u) {
 				en.upperIno.Store(res.st.Ino)

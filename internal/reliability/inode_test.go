@@ -224,3 +224,74 @@ func TestXattrRacingRenameReachesTheFile(t *testing.T) {
 		})
 	}
 }
+
+// TestCopyUpRacingLookup: lookups (the mount has --timeout 0, so every
+// stat asks the daemon) race the copy-up of lower files by appends and
+// setxattr. A lookup that probed the layers before a copy-up finished
+// used to put the node back on the lower file: the next write failed
+// with EBADF, and an xattr set landed on the lower layer.
+func TestCopyUpRacingLookup(t *testing.T) {
+	fstest.RequireFUSE(t)
+	const files = 600
+	for _, tg := range unionTargets {
+		t.Run(tg.name, func(t *testing.T) {
+			l := newLayers(t, "")
+			var fx []fstest.Applier
+			for i := 0; i < files; i++ {
+				fx = append(fx, fstest.CreateFile(fmt.Sprintf("f%03d", i), []byte("lower\n"), 0o644))
+			}
+			if err := fstest.Apply(l.lower, fx...); err != nil {
+				t.Fatal(err)
+			}
+			mountTarget(t, tg, l.lower, l.upper, l.work, l.mnt)
+			var stop atomic.Bool
+			var current atomic.Int64 // the file being copied up
+			var wg sync.WaitGroup
+			for w := 0; w < 2; w++ {
+				wg.Add(1)
+				go func() {
+					defer wg.Done()
+					var st unix.Stat_t
+					for !stop.Load() {
+						unix.Lstat(filepath.Join(l.mnt, fmt.Sprintf("f%03d", current.Load())), &st)
+					}
+				}()
+			}
+			var failures []string
+			for i := 0; i < files; i++ {
+				current.Store(int64(i))
+				p := filepath.Join(l.mnt, fmt.Sprintf("f%03d", i))
+				var err error
+				if i%2 == 0 {
+					err = appendFile(p, []byte("up\n"))
+					if err == nil {
+						err = appendFile(p, []byte("up\n"))
+					}
+				} else {
+					err = unix.Setxattr(p, "user.race", []byte("1"), 0)
+					if err == nil {
+						err = unix.Setxattr(p, "user.race", []byte("2"), 0)
+					}
+				}
+				if err != nil {
+					failures = append(failures, fmt.Sprintf("f%03d: %v", i, err))
+				}
+			}
+			stop.Store(true)
+			wg.Wait()
+			for i := 0; i < files; i++ {
+				lp := filepath.Join(l.lower, fmt.Sprintf("f%03d", i))
+				if b, err := os.ReadFile(lp); err != nil || string(b) != "lower\n" {
+					failures = append(failures, fmt.Sprintf("lower f%03d changed: %q %v", i, b, err))
+				}
+				if _, err := unix.Getxattr(lp, "user.race", make([]byte, 8)); err == nil {
+					failures = append(failures, fmt.Sprintf("lower f%03d got the xattr set through the mount", i))
+				}
+			}
+			if len(failures) > 0 {
+				sort.Strings(failures)
+				t.Errorf("%d failures racing copy-ups with lookups, e.g. %q", len(failures), failures[:min(5, len(failures))])
+			}
+		})
+	}
+}
