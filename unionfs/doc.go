@@ -42,7 +42,7 @@
 //	node.copyMu (one copy-up of that node; a parent's copy-up completes
 //	             before the child's copyMu is taken, so they never nest)
 //	  node.mu   (top, dirs, last: the node's view of the layers)
-//	  node.ioMu (counts of cached and passthrough opens)
+//	  node.ioMu (the node's open file handles)
 //	fileHandle.mu (the handle's fd; a lower fd is swapped for the upper
 //	               copy after a copy-up)
 //

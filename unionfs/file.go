@@ -2,7 +2,6 @@ package unionfs
 
 import (
 	"context"
-	"encoding/binary"
 	"strconv"
 	"sync"
 	"syscall"
@@ -18,7 +17,7 @@ import (
 // readers see writes made through other handles.
 type fileHandle struct {
 	n  *node
-	pt bool // opened for passthrough (counted in n.ptOpens)
+	pt bool // opened for passthrough
 
 	mu    sync.Mutex
 	fd    int  // guarded by mu
@@ -158,38 +157,25 @@ func (h *ptHandle) PassthroughFd() (int, bool) {
 	return h.fd, h.fd >= 0
 }
 
-// beginIO picks the io mode of a new open of the node. The kernel refuses
-// to mix cached and passthrough opens of one inode (EBUSY), so a node with
-// cached opens (say, a lower file opened before its copy-up) stays cached
-// until they are closed. Lower files are never passthrough: a handle must
-// follow its file to the upper after a copy-up.
-func (n *node) beginIO(upper bool) (pt bool) {
-	n.ioMu.Lock()
-	defer n.ioMu.Unlock()
-	if upper && n.u.opts.Passthrough && n.cachedOpens == 0 {
-		n.ptOpens++
-		return true
-	}
-	n.cachedOpens++
-	return false
-}
-
 func (n *node) endIO(h *fileHandle) {
 	n.ioMu.Lock()
-	defer n.ioMu.Unlock()
-	if h.pt {
-		n.ptOpens--
-	} else {
-		n.cachedOpens--
-	}
 	delete(n.open, h)
+	n.ioMu.Unlock()
 }
 
-// handle wraps an open fd in the right handle type for its io mode.
+// handle wraps an open fd in the right handle type for its io mode and
+// registers it with the node. The kernel refuses to mix cached and
+// passthrough opens of one inode (EBUSY), so a node with cached opens (say,
+// a lower file opened before its copy-up) stays cached until they are
+// closed. Lower files are never passthrough: a handle must follow its file
+// to the upper after a copy-up.
 func (n *node) handle(fd, flags int, upper bool) (fs.FileHandle, uint32) {
-	pt := n.beginIO(upper)
-	h := &fileHandle{n: n, fd: fd, lower: !upper, flags: flags, pt: pt}
 	n.ioMu.Lock()
+	pt := upper && n.u.opts.Passthrough
+	for o := range n.open {
+		pt = pt && o.pt
+	}
+	h := &fileHandle{n: n, fd: fd, lower: !upper, flags: flags, pt: pt}
 	if n.open == nil {
 		n.open = make(map[*fileHandle]struct{})
 	}
@@ -315,10 +301,8 @@ func (u *unionFS) isNodeFile(fd, top int, want, upperIno uint64) bool {
 		return true
 	}
 	if u.hasUpper && top == 0 {
-		var buf [8]byte
-		if n, err := unix.Fgetxattr(fd, u.originXattr, buf[:]); err == nil && n == 8 {
-			return binary.LittleEndian.Uint64(buf[:]) == want
-		}
+		ino, ok := u.readOriginFd(fd)
+		return ok && ino == want
 	}
 	return false
 }

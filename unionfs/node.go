@@ -48,12 +48,9 @@ type node struct {
 	// tmpFd is fd+1 of an O_TMPFILE file not yet linked (0: none).
 	tmpFd atomic.Int64
 
-	// ioMu guards the counts of open handles by io mode and the set of
-	// open handles.
-	ioMu        sync.Mutex
-	cachedOpens int                      // guarded by ioMu
-	ptOpens     int                      // guarded by ioMu
-	open        map[*fileHandle]struct{} // guarded by ioMu
+	// ioMu guards open, the node's open file handles.
+	ioMu sync.Mutex
+	open map[*fileHandle]struct{}
 
 	// caps caches whether the file has security.capability (the kernel asks
 	// before every write): 0 unknown, 1 absent, 2 present.
@@ -81,10 +78,14 @@ func (n *node) rel() string { return n.Path(n.u.rootInode()) }
 
 func (n *node) isUpper() bool { return n.copiedUp.Load() }
 
-// setState records a new resolution (after lookup, copy-up or a change).
-func (n *node) setState(top int, dirs []layerDir) {
+// setState records a new resolution (after lookup, copy-up or a change)
+// and reports whether it took it. A node never goes back to a lower layer
+// once copied up: a lookup that probed the layers while a copy-up finished
+// saw the lower entry, already stale, and taking it would send writes and
+// xattr changes to the lower layer.
+func (n *node) setState(top int, dirs []layerDir) bool {
 	if n.u.hasUpper && top != 0 && n.copiedUp.Load() {
-		return // never back to a lower layer once copied up
+		return false
 	}
 	n.mu.Lock()
 	n.top, n.dirs = top, dirs
@@ -92,6 +93,7 @@ func (n *node) setState(top int, dirs []layerDir) {
 	if n.u.hasUpper && top == 0 {
 		n.copiedUp.Store(true)
 	}
+	return true
 }
 
 // lowerDirs returns the lower layers of a merged directory (without the upper).
@@ -115,9 +117,17 @@ func (u *unionFS) inoOf(res *resolution, rel string) uint64 {
 }
 
 func (u *unionFS) readOrigin(rel string) (uint64, bool) {
+	return originFrom(func(b []byte) (int, error) { return unix.Lgetxattr(u.layers[0].xpath(rel), u.originXattr, b) })
+}
+
+// readOriginFd is readOrigin of an open upper file.
+func (u *unionFS) readOriginFd(fd int) (uint64, bool) {
+	return originFrom(func(b []byte) (int, error) { return unix.Fgetxattr(fd, u.originXattr, b) })
+}
+
+func originFrom(get func([]byte) (int, error)) (uint64, bool) {
 	var buf [8]byte
-	n, err := unix.Lgetxattr(u.layers[0].xpath(rel), u.originXattr, buf[:])
-	if err != nil || n != 8 {
+	if n, err := get(buf[:]); err != nil || n != 8 {
 		return 0, false
 	}
 	return binary.LittleEndian.Uint64(buf[:]), true
@@ -187,19 +197,11 @@ func (u *unionFS) childInode(ctx context.Context, parent *fs.Inode, prel, name s
 	if ex := parent.GetChild(name); ex != nil && ex.StableAttr() == sa {
 		// The kernel still holds this node: refresh what the layers say.
 		if en, ok := ex.Operations().(*node); ok {
-			if en.isUpper() && !res.upper(u) {
-				// A copy-up finished while this lookup probed the layers:
-				// what it saw in a lower layer is already stale. Going
-				// back to the lower entry would send writes and xattr
-				// changes there. Keep the node in the upper.
-				var st unix.Stat_t
-				if u.layers[0].lstat(rel, &st) == nil {
-					u.fillAttr(&st, ino, len(res.dirs) > 1, &out.Attr)
-				}
-				en.unlinked.Store(false)
-				return ex
+			var st unix.Stat_t
+			if !en.setState(res.top, res.dirs) && u.layers[0].lstat(rel, &st) == nil {
+				// Stale: answer with the upper copy's attributes.
+				u.fillAttr(&st, ino, len(res.dirs) > 1, &out.Attr)
 			}
-			en.setState(res.top, res.dirs)
 			if res.upper(u) {
 				en.upperIno.Store(res.st.Ino)
 			}

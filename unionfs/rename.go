@@ -162,7 +162,7 @@ func (n *node) Rename(ctx context.Context, name string, newParent fs.InodeEmbedd
 					u.log.Printf("rename: remove the whiteout left at %q: %v", join(srel, name), err)
 				}
 			}
-			u.dropAUFSWhiteout(dfd, newName)
+			u.dropAUFSWhiteout(dfd, newName) // done: the rename stands either way
 			np.markReplaced(newName, sch, dfound, dIsDir, &dres)
 			return 0
 		case st.Mode&unix.S_IFMT == unix.S_IFDIR:
@@ -190,24 +190,15 @@ func (n *node) Rename(ctx context.Context, name string, newParent fs.InodeEmbedd
 	}
 	// A ".wh.NAME" marker beside the new entry is hidden by it; remove it
 	// only now, so it never uncovers the lower entry.
-	u.dropAUFSWhiteout(dfd, newName)
+	u.dropAUFSWhiteout(dfd, newName) // done: the rename stands either way
 	np.markReplaced(newName, sch, dfound, dIsDir, &dres)
 	return 0
 }
 
-// dropAUFSWhiteout removes a ".wh.NAME" beside NAME in the upper directory
-// dfd, if there is one.
-func (u *unionFS) dropAUFSWhiteout(dfd int, name string) {
-	var st unix.Stat_t
-	if unix.Fstatat(dfd, whiteout.Prefix+name, &st, unix.AT_SYMLINK_NOFOLLOW) == nil {
-		unix.Unlinkat(dfd, whiteout.Prefix+name, 0)
-	}
-}
-
 // clearUpperDir replaces the upper directory dfd/name, empty in the merged
 // view but maybe holding whiteouts, by an empty opaque directory with its
-// mode and owner, in one RENAME_EXCHANGE; the old one is removed from the
-// workdir after. A directory already empty on disk is left as it is.
+// mode and owner (swapIn). A directory already empty on disk is left as
+// it is.
 func (u *unionFS) clearUpperDir(dfd int, name string, st *unix.Stat_t) error {
 	fd, err := unix.Openat(dfd, name, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
 	if err != nil {
@@ -218,24 +209,18 @@ func (u *unionFS) clearUpperDir(dfd int, name string, st *unix.Stat_t) error {
 	if err != nil || len(entries) == 0 {
 		return err
 	}
-	tmp := tmpName()
-	if err := unix.Mkdirat(u.work, tmp, st.Mode&07777); err != nil {
-		return err
-	}
-	err = unix.Fchownat(u.work, tmp, int(st.Uid), int(st.Gid), unix.AT_SYMLINK_NOFOLLOW)
-	if err == nil {
-		err = unix.Fchmodat(u.work, tmp, st.Mode&07777, 0)
-	}
-	if err == nil {
-		err = u.setOpaque(u.work, tmp)
-	}
-	if err == nil {
-		err = unix.Renameat2(u.work, tmp, dfd, name, unix.RENAME_EXCHANGE)
-	}
-	if rerr := removeAllAt(u.work, tmp); err == nil {
-		err = rerr
-	}
-	return err
+	return u.swapIn(dfd, name, func(at int, atName string) error {
+		if err := unix.Mkdirat(at, atName, st.Mode&07777); err != nil {
+			return err
+		}
+		if err := unix.Fchownat(at, atName, int(st.Uid), int(st.Gid), unix.AT_SYMLINK_NOFOLLOW); err != nil {
+			return err
+		}
+		if err := unix.Fchmodat(at, atName, st.Mode&07777, 0); err != nil {
+			return err
+		}
+		return u.setOpaque(at, atName)
+	})
 }
 
 // markReplaced records that the rename put another entry over newName:

@@ -27,7 +27,8 @@ func (n *node) Setattr(ctx context.Context, f fs.FileHandle, in *fuse.SetAttrIn,
 	// O_TMPFILE) is reached through an open descriptor instead.
 	var dfd, nofollow int
 	var name string
-	if fd, ok := n.detachedFd(); ok {
+	fd, detached := n.detachedFd()
+	if detached {
 		defer unix.Close(fd)
 		dfd, name = unix.AT_FDCWD, fdPath(fd)
 	} else {
@@ -72,7 +73,7 @@ func (n *node) Setattr(ctx context.Context, f fs.FileHandle, in *fuse.SetAttrIn,
 			}
 		} else {
 			var fd int
-			if nofollow == 0 {
+			if detached {
 				fd, err = unix.Open(name, unix.O_WRONLY|unix.O_CLOEXEC, 0)
 			} else {
 				fd, err = l.openAt(rel, unix.O_WRONLY, 0)

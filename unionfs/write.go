@@ -153,27 +153,40 @@ func (n *node) prepareCreate(name string) (dfd int, rel string, wo woKind, err e
 func (u *unionFS) placeNew(dfd int, name string, wo woKind, make func(atFd int, atName string) error) error {
 	switch wo {
 	case woChar:
-		tmp := tmpName()
-		if err := make(u.work, tmp); err != nil {
-			removeAllAt(u.work, tmp)
-			return err
-		}
-		if err := unix.Renameat2(u.work, tmp, dfd, name, unix.RENAME_EXCHANGE); err != nil {
-			removeAllAt(u.work, tmp)
-			return err
-		}
-		// tmp is the whiteout now.
-		if err := unix.Unlinkat(u.work, tmp, 0); err != nil && u.opts.Debug {
-			u.log.Printf("remove swapped-out whiteout %q: %v", tmp, err)
-		}
-		return nil
+		return u.swapIn(dfd, name, make)
 	case woAUFS:
 		if err := make(dfd, name); err != nil {
 			return err
 		}
-		return unix.Unlinkat(dfd, whiteout.Prefix+name, 0)
+		return u.dropAUFSWhiteout(dfd, name)
 	}
 	return make(dfd, name)
+}
+
+// swapIn replaces the entry dfd/name in one RENAME_EXCHANGE with one that
+// make builds, complete, at (u.work, a temp name), then removes what it
+// replaced from the workdir (ovl_create_over_whiteout, ovl_clear_empty):
+// a crash shows the old entry or the new one, never neither.
+func (u *unionFS) swapIn(dfd int, name string, make func(atFd int, atName string) error) error {
+	tmp := tmpName()
+	err := make(u.work, tmp)
+	if err == nil {
+		err = unix.Renameat2(u.work, tmp, dfd, name, unix.RENAME_EXCHANGE)
+	}
+	// tmp is what was at name now, or the unused new entry.
+	if rerr := removeAllAt(u.work, tmp); rerr != nil && u.opts.Debug {
+		u.log.Printf("remove %q from the workdir: %v", tmp, rerr)
+	}
+	return err
+}
+
+// dropAUFSWhiteout removes a ".wh.NAME" beside NAME in the upper directory
+// dfd, if there is one.
+func (u *unionFS) dropAUFSWhiteout(dfd int, name string) error {
+	if err := unix.Unlinkat(dfd, whiteout.Prefix+name, 0); err != nil && err != unix.ENOENT {
+		return err
+	}
+	return nil
 }
 
 // own gives a new upper entry at (atFd, name) to the calling user (the

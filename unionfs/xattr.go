@@ -5,7 +5,6 @@ import (
 	"context"
 	"strings"
 	"syscall"
-	"time"
 
 	"github.com/hanwen/go-fuse/v2/fs"
 	"golang.org/x/sys/unix"
@@ -93,49 +92,33 @@ func (x xtarget) remove(name string) error {
 
 // topPath names the node's topmost entry for the xattr calls, which have
 // no *at form. A file in the upper, which users change while we work, is
-// opened (O_PATH, RESOLVE_NO_SYMLINKS beneath the layer) and checked to
-// be the node's own file, as Open does: a concurrent rename updates the
-// path only after the rename on disk, and the call must not land on a
-// whiteout or another file. Its descriptor's /proc path is then followed.
-// A symlink (no /proc path of its own to follow) goes through its opened
-// parent. A file without a name (unlinked while open, an O_TMPFILE) is
-// reached through an open descriptor. Call done when finished.
+// opened with O_PATH by openSelf, which checks it is the node's own file
+// (a concurrent rename updates the path only after the rename on disk)
+// and reaches a file without a name through one of its descriptors; the
+// descriptor's /proc path is then followed. A symlink (no /proc path of
+// its own to follow) goes through its opened parent. Call done when
+// finished.
 func (n *node) topPath() (x xtarget, rel string, done func(), err error) {
 	top, _, rel := n.state()
-	if fd, ok := n.detachedFd(); ok {
-		return xtarget{path: fdPath(fd), follow: true}, rel, func() { unix.Close(fd) }, nil
-	}
 	l := n.u.layers[top]
 	if !l.upper {
 		return xtarget{path: l.xpath(rel)}, rel, func() {}, nil
 	}
-	want := n.StableAttr().Ino
-	for try := 0; ; try++ {
-		_, _, rel = n.state()
-		fd, err := l.openAt(rel, unix.O_PATH, 0)
-		if err == nil {
-			var st unix.Stat_t
-			if unix.Fstat(fd, &st) == nil && st.Mode&unix.S_IFMT == unix.S_IFLNK {
-				unix.Close(fd)
-				break
-			}
-			if n.u.isNodeFile(fd, 0, want, n.upperIno.Load()) {
-				return xtarget{path: fdPath(fd), follow: true}, rel, func() { unix.Close(fd) }, nil
-			}
-			unix.Close(fd)
-			err = unix.ENOENT
-		}
-		if !isNotExist(err) || try == 200 {
-			return xtarget{}, rel, nil, err
-		}
-		time.Sleep(50 * time.Microsecond)
+	fd, _, err := n.openSelf(unix.O_PATH)
+	if err != nil {
+		return xtarget{}, rel, nil, err
 	}
+	var st unix.Stat_t
+	if unix.Fstat(fd, &st) != nil || st.Mode&unix.S_IFMT != unix.S_IFLNK {
+		return xtarget{path: fdPath(fd), follow: true}, rel, func() { unix.Close(fd) }, nil
+	}
+	unix.Close(fd)
+	_, _, rel = n.state()
 	if !strings.Contains(rel, "/") {
 		return xtarget{path: l.xpath(rel)}, rel, func() {}, nil
 	}
 	prel, name := split(rel)
-	fd, err := l.openDir(prel, unix.O_PATH)
-	if err != nil {
+	if fd, err = l.openDir(prel, unix.O_PATH); err != nil {
 		return xtarget{}, rel, nil, err
 	}
 	return xtarget{path: fdPath(fd) + "/" + name}, rel, func() { unix.Close(fd) }, nil
