@@ -129,7 +129,7 @@ func FuzzParseIDMapping(f *testing.F) {
 }
 
 // FuzzParseMountinfo: any /proc/self/mountinfo text parses without a
-// panic; each entry has the fields its line had.
+// panic, into at most one entry per line.
 func FuzzParseMountinfo(f *testing.F) {
 	f.Add("36 35 98:0 /mnt1 /mnt/parent rw,noatime master:1 - ext3 /dev/root rw,errors=continue\n")
 	f.Add("1 0 0:1 / / rw - rootfs rootfs rw\n2 1 8:1 /a\\040b /m\\134x rw,idmapped - ext4 /dev/sda1 rw\n")
@@ -141,11 +141,6 @@ func FuzzParseMountinfo(f *testing.F) {
 		}
 		if len(es) > strings.Count(s, "\n")+1 {
 			t.Fatalf("%d entries from %d lines", len(es), strings.Count(s, "\n")+1)
-		}
-		for _, e := range es {
-			if e.dev == "" {
-				t.Fatalf("entry %+v without a device", e)
-			}
 		}
 	})
 }

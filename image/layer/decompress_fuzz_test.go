@@ -13,9 +13,8 @@ import (
 )
 
 // FuzzDecompress feeds arbitrary bytes, and gzip and zstd streams, to the
-// layer decompressor: it must never panic, never hand out more than the
-// reader asks for (a bomb is read in bounded pieces), and fail only with
-// the error kinds Decompress documents or a read error of the stream.
+// layer decompressor: it must never panic, and Decompress must fail only
+// with the error kinds it documents.
 func FuzzDecompress(f *testing.F) {
 	var gz, zs bytes.Buffer
 	gw := gzip.NewWriter(&gz)
@@ -37,10 +36,8 @@ func FuzzDecompress(f *testing.F) {
 			return
 		}
 		defer rc.Close()
-		const limit = 8 << 20
-		n, _ := io.Copy(io.Discard, io.LimitReader(rc, limit))
-		if n > limit {
-			t.Fatalf("read %d bytes through a %d-byte limit", n, limit)
-		}
+		// A bomb is read in bounded pieces; the stream must end or fail
+		// without a panic, whatever it claims.
+		io.Copy(io.Discard, io.LimitReader(rc, 8<<20))
 	})
 }

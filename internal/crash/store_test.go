@@ -25,6 +25,7 @@ import (
 	"flag"
 	"fmt"
 	"io/fs"
+	"maps"
 	"math/rand/v2"
 	"os"
 	"os/exec"
@@ -231,7 +232,7 @@ func TestKillDuringCommit(t *testing.T) {
 			t.Errorf("after the second commit `unionctl images` lists %v; want %d images (%s, %s and the one the killed commit finished, if any)",
 				listed, len(want), shortHex(baseImg), shortHex(id))
 		}
-		ref.checkClean(t, root, keys(want))
+		ref.checkClean(t, root, slices.Sorted(maps.Keys(want)))
 	}
 
 	rng := rand.New(rand.NewPCG(*seed, 21))
@@ -263,7 +264,7 @@ func tempDir(t *testing.T) string {
 		dir = r
 	}
 	t.Cleanup(func() {
-		for _, mp := range mountsUnder(dir) {
+		for _, mp := range fstest.MountsUnder(dir) {
 			t.Logf("%s left mounted: unmounting it", mp)
 			if out, err := exec.Command("fusermount3", "-u", mp).CombinedOutput(); err != nil {
 				t.Logf("fusermount3 -u %s: %v %s; detaching it", mp, err, bytes.TrimSpace(out))
@@ -274,48 +275,6 @@ func tempDir(t *testing.T) string {
 		}
 	})
 	return dir
-}
-
-// mountsUnder lists the mount points at or below dir, deepest first.
-func mountsUnder(dir string) []string {
-	b, _ := os.ReadFile("/proc/self/mountinfo")
-	var out []string
-	for _, line := range strings.Split(string(b), "\n") {
-		f := strings.Fields(line)
-		if len(f) < 5 {
-			continue
-		}
-		mp := unescapeOctal(f[4])
-		if mp == dir || strings.HasPrefix(mp, dir+"/") {
-			out = append(out, mp)
-		}
-	}
-	sort.Slice(out, func(i, j int) bool { return len(out[i]) > len(out[j]) })
-	return out
-}
-
-// unescapeOctal undoes mountinfo's \ooo escapes.
-func unescapeOctal(s string) string {
-	var b strings.Builder
-	for i := 0; i < len(s); i++ {
-		if s[i] == '\\' && i+3 < len(s) {
-			var v byte
-			ok := true
-			for _, c := range s[i+1 : i+4] {
-				if c < '0' || c > '7' {
-					ok = false
-				}
-				v = v*8 + byte(c-'0')
-			}
-			if ok {
-				b.WriteByte(v)
-				i += 3
-				continue
-			}
-		}
-		b.WriteByte(s[i])
-	}
-	return b.String()
 }
 
 func ctl(t *testing.T, root string) *imagetest.Session {
@@ -505,7 +464,7 @@ func onlyImage(t *testing.T, root string) string {
 	if len(listed) != 1 {
 		t.Fatalf("store %s: `unionctl images` lists %v, want one image", root, listed)
 	}
-	return keys(listed)[0]
+	return slices.Sorted(maps.Keys(listed))[0]
 }
 
 // killed is how a killed command ended.
@@ -766,7 +725,7 @@ func newReference(t *testing.T, root, base string) *reference {
 	t.Helper()
 	r := &reference{root: root, base: base, names: listImages(t, root), inspect: map[string]map[string]any{},
 		history: map[string][]map[string]any{}, layers: map[string]fstest.Tree{}, records: map[string]map[string]any{}}
-	r.images = keys(r.names)
+	r.images = slices.Sorted(maps.Keys(r.names))
 	for _, id := range r.images {
 		r.inspect[id] = inspectImage(t, root, id)
 		r.history[id] = imageHistory(t, root, id)
@@ -984,7 +943,7 @@ func listDiff(want, got []string) string {
 // fieldDiff lists the keys whose values differ between two JSON objects.
 func fieldDiff(prefix string, want, got map[string]any) []string {
 	var out []string
-	for _, k := range keys(mergeKeys(want, got)) {
+	for _, k := range slices.Sorted(maps.Keys(mergeKeys(want, got))) {
 		w, g := jsonText(want[k]), jsonText(got[k])
 		if w != g {
 			out = append(out, fmt.Sprintf("%s%s is %s, want %s", prefix, k, g, w))
@@ -1076,20 +1035,11 @@ func snapshot(t *testing.T, dir string) fstest.Tree {
 func logTally(t *testing.T, what string, tally map[string]int) {
 	var lines []string
 	total := 0
-	for _, p := range keys(tally) {
+	for _, p := range slices.Sorted(maps.Keys(tally)) {
 		lines = append(lines, fmt.Sprintf("  %3d %s", tally[p], p))
 		total += tally[p]
 	}
 	t.Logf("%s: %d kill points:\n%s", what, total, strings.Join(lines, "\n"))
-}
-
-func keys[V any](m map[string]V) []string {
-	out := make([]string, 0, len(m))
-	for k := range m {
-		out = append(out, k)
-	}
-	sort.Strings(out)
-	return out
 }
 
 func sorted(s []string) []string {

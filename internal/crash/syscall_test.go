@@ -309,8 +309,7 @@ func requireStrace(t *testing.T) {
 
 func bigFile(name string) []byte { return []byte(strings.Repeat("content of "+name+"\n", 1<<10)) }
 
-// syscallScenarios are the operations killed at every system call. The
-// ones in knownNonAtomic have their own skipped regression test.
+// syscallScenarios are the operations killed at every system call.
 func syscallScenarios() []syscallScenario {
 	lower := []fstest.Applier{
 		fstest.CreateDir("a", 0o755), fstest.CreateDir("b", 0o755), fstest.CreateDir("m", 0o755),
@@ -379,9 +378,6 @@ func syscallScenarios() []syscallScenario {
 	}
 }
 
-// knownNonAtomic are the scenarios with a known bug, and its regression test.
-var knownNonAtomic = map[string]string{}
-
 // TestKillAtSyscalls kills the daemon just after each system call that
 // changes a layer, for renames, unlinks, rmdir of a merged directory,
 // metadata copy-up and link, and checks the merged view after a remount.
@@ -393,7 +389,7 @@ func TestKillAtSyscalls(t *testing.T) {
 	requireStrace(t)
 	long := *points > 6
 	for i, sc := range syscallScenarios() {
-		if knownNonAtomic[sc.name] != "" || (!long && i != 0 && sc.name != "rmdir merged dir") {
+		if !long && i != 0 && sc.name != "rmdir merged dir" {
 			continue
 		}
 		max := 4

@@ -554,6 +554,19 @@ func mountsAt(mountpoint string) ([]string, error) {
 	return devs, err
 }
 
+// MountsUnder lists the mount points at or below dir (a canonical path),
+// deepest first.
+func MountsUnder(dir string) []string {
+	var out []string
+	scanMountinfo("/proc/self/mountinfo", func(fields []string) {
+		if mp := unescapeMountinfo(fields[4]); mp == dir || strings.HasPrefix(mp, dir+"/") {
+			out = append(out, mp)
+		}
+	})
+	slices.SortFunc(out, func(a, b string) int { return len(b) - len(a) })
+	return out
+}
+
 // scanMountinfo calls f with the fields of each line of a mountinfo file:
 // id parent major:minor root mountpoint options ... - fstype source.
 func scanMountinfo(path string, f func(fields []string)) error {

@@ -54,6 +54,15 @@ func randomBytes(rng *rand.Rand, n int) []byte {
 	return b
 }
 
+// numberedFiles are lower files f000, f001, ... with the given content.
+func numberedFiles(n int, body func(i int) []byte) []fstest.Applier {
+	fx := make([]fstest.Applier, n)
+	for i := range fx {
+		fx[i] = fstest.CreateFile(fmt.Sprintf("f%03d", i), body(i), 0o644)
+	}
+	return fx
+}
+
 func appendFile(p string, data []byte) error {
 	f, err := os.OpenFile(p, os.O_WRONLY|os.O_APPEND, 0)
 	if err != nil {
@@ -344,11 +353,7 @@ func TestDescriptorExhaustion(t *testing.T) {
 	for _, tg := range unionTargets {
 		t.Run(tg.name, func(t *testing.T) {
 			l := newLayers(t, "")
-			var fx []fstest.Applier
-			for i := 0; i < files; i++ {
-				fx = append(fx, fstest.CreateFile(fmt.Sprintf("f%03d", i), []byte(fmt.Sprintf("file %d\n", i)), 0o644))
-			}
-			if err := fstest.Apply(l.lower, fx...); err != nil {
+			if err := fstest.Apply(l.lower, numberedFiles(files, func(i int) []byte { return []byte(fmt.Sprintf("file %d\n", i)) })...); err != nil {
 				t.Fatal(err)
 			}
 			u := l.mount(t, tg.args...)

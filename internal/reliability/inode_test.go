@@ -97,69 +97,19 @@ func TestOpenUnlinkedFileOperations(t *testing.T) {
 // renames it meanwhile. The daemon opens by path: when the rename of a
 // file that also exists in the lower has already left a whiteout there,
 // it opens the whiteout (ENXIO), and with a new file in its place it opens
-// the wrong file. The same path race makes fsetxattr land on a symlink
-// (EPERM) in TestLoad.
+// the wrong file. (The same race hit the xattr calls:
+// TestXattrRacingRenameReachesTheFile.)
 func TestOpenRacingRenameReachesTheFile(t *testing.T) {
 	fstest.RequireFUSE(t)
 	for _, tg := range unionTargets {
 		t.Run(tg.name, func(t *testing.T) {
-			l := newLayers(t, "")
-			if err := fstest.Apply(l.lower, fstest.CreateFile("a", []byte("lower a\n"), 0o644)); err != nil {
-				t.Fatal(err)
-			}
-			mountTarget(t, tg, l.lower, l.upper, l.work, l.mnt)
-			a, b := filepath.Join(l.mnt, "a"), filepath.Join(l.mnt, "b")
-			var stop atomic.Bool
-			var mu sync.Mutex
-			errs := map[string]int{}
-			opens := 0
-			var wg sync.WaitGroup
-			for i := 0; i < 3; i++ {
-				wg.Add(1)
-				go func() {
-					defer wg.Done()
-					for !stop.Load() {
-						fd, err := unix.Open(a, unix.O_WRONLY|unix.O_APPEND|unix.O_CLOEXEC, 0)
-						if err == nil {
-							unix.Close(fd)
-						}
-						mu.Lock()
-						opens++
-						if err != nil && !errors.Is(err, unix.ENOENT) {
-							errs[errnoName(err)]++
-						}
-						mu.Unlock()
-					}
-				}()
-			}
-			renames := 0
-			deadline := time.Now().Add(4 * time.Second)
-			for time.Now().Before(deadline) {
-				if err := os.Rename(a, b); err != nil {
-					t.Fatal(err)
+			raceRenames(t, tg, 4*time.Second, "opens", func(a string) error {
+				fd, err := unix.Open(a, unix.O_WRONLY|unix.O_APPEND|unix.O_CLOEXEC, 0)
+				if err == nil {
+					unix.Close(fd)
 				}
-				if err := os.Rename(b, a); err != nil {
-					t.Fatal(err)
-				}
-				renames++
-				mu.Lock()
-				bad := len(errs) > 0
-				mu.Unlock()
-				if bad {
-					break
-				}
-			}
-			stop.Store(true)
-			wg.Wait()
-			var list []string
-			for e, n := range errs {
-				list = append(list, fmt.Sprintf("%s x%d", e, n))
-			}
-			sort.Strings(list)
-			t.Logf("%d opens during %d rename pairs", opens, renames)
-			if len(list) > 0 {
-				t.Errorf("open of a file being renamed failed with %s (only ENOENT, between the renames, is explained)", strings.Join(list, ", "))
-			}
+				return err
+			})
 		})
 	}
 }
@@ -173,55 +123,74 @@ func TestXattrRacingRenameReachesTheFile(t *testing.T) {
 	fstest.RequireFUSE(t)
 	for _, tg := range unionTargets {
 		t.Run(tg.name, func(t *testing.T) {
-			l := newLayers(t, "")
-			if err := fstest.Apply(l.lower, fstest.CreateFile("a", []byte("lower a\n"), 0o644)); err != nil {
-				t.Fatal(err)
-			}
-			mountTarget(t, tg, l.lower, l.upper, l.work, l.mnt)
-			a, b := filepath.Join(l.mnt, "a"), filepath.Join(l.mnt, "b")
-			if err := unix.Setxattr(a, "user.k", []byte("v"), 0); err != nil {
-				t.Fatal(err)
-			}
-			var stop atomic.Bool
-			var mu sync.Mutex
-			errs := map[string]int{}
-			calls := 0
-			var wg sync.WaitGroup
-			for i := 0; i < 3; i++ {
-				wg.Add(1)
-				go func() {
-					defer wg.Done()
-					buf := make([]byte, 16)
-					for !stop.Load() {
-						err := unix.Setxattr(a, "user.k", []byte("v"), 0)
-						if err == nil {
-							_, err = unix.Getxattr(a, "user.k", buf)
-						}
-						mu.Lock()
-						calls++
-						if err != nil && !errors.Is(err, unix.ENOENT) {
-							errs[errnoName(err)]++
-						}
-						mu.Unlock()
-					}
-				}()
-			}
-			renames := 0
-			for deadline := time.Now().Add(3 * time.Second); time.Now().Before(deadline); renames++ {
-				if err := os.Rename(a, b); err != nil {
-					t.Fatal(err)
+			buf := make([]byte, 16)
+			raceRenames(t, tg, 3*time.Second, "xattr calls", func(a string) error {
+				err := unix.Setxattr(a, "user.k", []byte("v"), 0)
+				if err == nil {
+					_, err = unix.Getxattr(a, "user.k", buf)
 				}
-				if err := os.Rename(b, a); err != nil {
-					t.Fatal(err)
-				}
-			}
-			stop.Store(true)
-			wg.Wait()
-			t.Logf("%d xattr calls during %d rename pairs", calls, renames)
-			if len(errs) > 0 {
-				t.Errorf("xattr calls on a file being renamed failed: %v (only ENOENT, between the renames, is explained)", errs)
-			}
+				return err
+			})
 		})
+	}
+}
+
+// raceRenames mounts tg over a lower file "a", then renames a to b and
+// back for d (or until op fails) while three goroutines call op on a. Any
+// failure but ENOENT, which a call between the two renames explains, is
+// an error: the call did not reach the file the kernel had looked up.
+func raceRenames(t *testing.T, tg target, d time.Duration, calls string, op func(a string) error) {
+	l := newLayers(t, "")
+	if err := fstest.Apply(l.lower, fstest.CreateFile("a", []byte("lower a\n"), 0o644)); err != nil {
+		t.Fatal(err)
+	}
+	mountTarget(t, tg, l.lower, l.upper, l.work, l.mnt)
+	a, b := filepath.Join(l.mnt, "a"), filepath.Join(l.mnt, "b")
+	var stop atomic.Bool
+	var mu sync.Mutex
+	errs := map[string]int{}
+	n := 0
+	var wg sync.WaitGroup
+	for i := 0; i < 3; i++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for !stop.Load() {
+				err := op(a)
+				mu.Lock()
+				n++
+				if err != nil && !errors.Is(err, unix.ENOENT) {
+					errs[errnoName(err)]++
+				}
+				mu.Unlock()
+			}
+		}()
+	}
+	renames := 0
+	for deadline := time.Now().Add(d); time.Now().Before(deadline); renames++ {
+		if err := os.Rename(a, b); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.Rename(b, a); err != nil {
+			t.Fatal(err)
+		}
+		mu.Lock()
+		bad := len(errs) > 0
+		mu.Unlock()
+		if bad {
+			break
+		}
+	}
+	stop.Store(true)
+	wg.Wait()
+	var list []string
+	for e, k := range errs {
+		list = append(list, fmt.Sprintf("%s x%d", e, k))
+	}
+	sort.Strings(list)
+	t.Logf("%d %s during %d rename pairs", n, calls, renames)
+	if len(list) > 0 {
+		t.Errorf("%s on a file being renamed failed with %s (only ENOENT, between the renames, is explained)", calls, strings.Join(list, ", "))
 	}
 }
 
@@ -236,11 +205,7 @@ func TestCopyUpRacingLookup(t *testing.T) {
 	for _, tg := range unionTargets {
 		t.Run(tg.name, func(t *testing.T) {
 			l := newLayers(t, "")
-			var fx []fstest.Applier
-			for i := 0; i < files; i++ {
-				fx = append(fx, fstest.CreateFile(fmt.Sprintf("f%03d", i), []byte("lower\n"), 0o644))
-			}
-			if err := fstest.Apply(l.lower, fx...); err != nil {
+			if err := fstest.Apply(l.lower, numberedFiles(files, func(int) []byte { return []byte("lower\n") })...); err != nil {
 				t.Fatal(err)
 			}
 			mountTarget(t, tg, l.lower, l.upper, l.work, l.mnt)
