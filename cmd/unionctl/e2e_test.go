@@ -55,10 +55,15 @@ func TestThreeLayerSession(t *testing.T) {
 		t.Fatalf("commit printed %q", id)
 	}
 
-	hist := imagetest.Lines(s.Must(nil, "history", "app:2").Stdout)
-	if len(hist) != 4 || !strings.HasPrefix(hist[0], "LAYER") || !strings.Contains(hist[1], "replace /srv/old") ||
-		!strings.Contains(hist[2], "add app") || !strings.Contains(hist[3], "unionctl import") {
-		t.Errorf("history:\n%s", strings.Join(hist, "\n"))
+	// history: docker's columns, but the first is LAYER (a layer's chain
+	// ID: there are no intermediate images to name, docs/images.md).
+	hist := parseTable(t, s.Must(nil, "history", "app:2").Stdout,
+		"LAYER", "CREATED", "CREATED BY", "SIZE", "COMMENT")
+	if len(hist) != 3 || hist[0]["COMMENT"] != "replace /srv/old" || hist[1]["COMMENT"] != "add app" ||
+		hist[0]["SIZE"] != "7B" || hist[1]["SIZE"] != "3B" ||
+		hist[0]["CREATED BY"] != "sh -c rm -r /srv/old && mkdir /srv/old && ec…" ||
+		!strings.HasPrefix(hist[2]["CREATED BY"], "unionctl import ") || hist[2]["COMMENT"] != "" {
+		t.Errorf("history rows: %q", hist)
 	}
 	var hj []historyJSON
 	for _, l := range imagetest.Lines(s.Must(nil, "history", "--format", "json", "app:2").Stdout) {
@@ -72,11 +77,35 @@ func TestThreeLayerSession(t *testing.T) {
 		t.Errorf("history sizes: %+v", hj)
 	}
 
-	images := s.Must(nil, "images").Stdout
-	for _, want := range []string{"app ", " 1 ", " 2 ", "busybox ", "base"} {
-		if !strings.Contains(images, want) {
-			t.Errorf("images lacks %q:\n%s", want, images)
+	images := parseTable(t, s.Must(nil, "images").Stdout, "REPOSITORY", "TAG", "IMAGE ID", "CREATED", "SIZE")
+	var names []string
+	for _, r := range images {
+		names = append(names, r["REPOSITORY"]+":"+r["TAG"])
+		if !regexp.MustCompile(`^[0-9a-f]{12}$`).MatchString(r["IMAGE ID"]) || !strings.HasSuffix(r["CREATED"], " ago") {
+			t.Errorf("images row %q", r)
 		}
+	}
+	if !slices.Equal(names, []string{"app:2", "app:1", "busybox:base"}) {
+		t.Errorf("images lists %q, want newest first app:2 app:1 busybox:base", names)
+	}
+	if images[0]["IMAGE ID"] != strings.TrimPrefix(id, "sha256:")[:12] {
+		t.Errorf("images: app:2 has ID %s, commit printed %s", images[0]["IMAGE ID"], id)
+	}
+	imageSize := map[string]int64{} // NAME:TAG -> VirtualSize
+	for _, l := range imagetest.Lines(s.Must(nil, "images", "--format", "json").Stdout) {
+		var j imageJSON
+		if err := json.Unmarshal([]byte(l), &j); err != nil {
+			t.Fatal(err)
+		}
+		imageSize[j.Repository+":"+j.Tag] = j.VirtualSize
+	}
+	// An image's size is the sum of its layers' (history's SIZE).
+	var sum int64
+	for _, h := range hj {
+		sum += h.Size
+	}
+	if imageSize["app:2"] != sum {
+		t.Errorf("images says app:2 is %d bytes, its history's layers add up to %d", imageSize["app:2"], sum)
 	}
 	var insp []imageInspect
 	if err := json.Unmarshal([]byte(s.Must(nil, "inspect", "app:2").Stdout), &insp); err != nil {
@@ -86,7 +115,14 @@ func TestThreeLayerSession(t *testing.T) {
 		t.Errorf("inspect: %+v", insp)
 	}
 
-	// ps -s: the writable layer is what du says of the upper.
+	// ps -s: the writable layer is what du says of the upper; the
+	// virtual size is the image's size plus that, as docker's SizeRootFs.
+	psRows := parseTable(t, s.Must(nil, "ps", "-a", "-s").Stdout,
+		"CONTAINER ID", "IMAGE", "COMMAND", "CREATED", "STATUS", "NAMES", "SIZE")
+	if len(psRows) != 2 || psRows[0]["NAMES"] != "step2" || psRows[0]["IMAGE"] != "app:1" ||
+		psRows[0]["COMMAND"] != `"sh -c rm -r /srv/ol…"` || !strings.HasPrefix(psRows[0]["STATUS"], "Exited (0) ") {
+		t.Errorf("ps -a -s rows: %q", psRows)
+	}
 	var ps []psJSON
 	for _, l := range imagetest.Lines(s.Must(nil, "ps", "-a", "-s", "--format", "json", "--no-trunc").Stdout) {
 		var p psJSON
@@ -104,8 +140,16 @@ func TestThreeLayerSession(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if du := strings.Fields(string(out))[0]; strconv.FormatInt(p.SizeRw, 10) != du || p.SizeRootFs <= p.SizeRw {
-			t.Errorf("%s: size rw %d virtual %d, du says %s", p.Names, p.SizeRw, p.SizeRootFs, du)
+		if du := strings.Fields(string(out))[0]; strconv.FormatInt(p.SizeRw, 10) != du {
+			t.Errorf("%s: size rw %d, du says %s", p.Names, p.SizeRw, du)
+		}
+		if img, ok := imageSize[p.Image]; !ok || p.SizeRootFs != img+p.SizeRw {
+			t.Errorf("%s: virtual size %d, want the size of %s (%d) plus the writable layer's (%d)", p.Names, p.SizeRootFs, p.Image, img, p.SizeRw)
+		}
+		for _, r := range psRows {
+			if r["NAMES"] == p.Names && r["SIZE"] != humanSize(p.SizeRw)+" (virtual "+humanSize(p.SizeRootFs)+")" {
+				t.Errorf("%s: ps -s SIZE %q, want %s (virtual %s)", p.Names, r["SIZE"], humanSize(p.SizeRw), humanSize(p.SizeRootFs))
+			}
 		}
 	}
 
@@ -410,5 +454,108 @@ func TestInspectDamagedImage(t *testing.T) {
 	r := s.Run(nil, "inspect", "hurt:1")
 	if r.Code == 0 || !strings.Contains(r.Stderr, "damaged") || !strings.Contains(r.Stderr, "rmi") {
 		t.Errorf("inspect of an image without its layer: %v\nwant a non-zero exit and an error naming the damage and the fix", r)
+	}
+}
+
+// parseTable checks that out is a table whose header is exactly the
+// columns given (names apart by two spaces or more, as docker prints
+// them), and returns its rows, each cell cut at its header's column.
+func parseTable(t *testing.T, out string, columns ...string) []map[string]string {
+	t.Helper()
+	lines := imagetest.Lines(out)
+	if len(lines) == 0 {
+		t.Fatalf("no table header in %q", out)
+	}
+	header := regexp.MustCompile(`\s{2,}`).Split(strings.TrimSpace(lines[0]), -1)
+	if !slices.Equal(header, columns) {
+		t.Fatalf("table header %q, want exactly %q", header, columns)
+	}
+	h := []rune(lines[0])
+	var starts []int
+	for i := range h {
+		if h[i] != ' ' && (i == 0 || (h[i-1] == ' ' && i > 1 && h[i-2] == ' ')) {
+			starts = append(starts, i)
+		}
+	}
+	var rows []map[string]string
+	for _, l := range lines[1:] {
+		r := []rune(l)
+		row := map[string]string{}
+		for i, c := range columns {
+			from, to := min(starts[i], len(r)), len(r)
+			if i+1 < len(starts) {
+				to = min(starts[i+1], len(r))
+			}
+			if from > 0 && from < len(r) && r[from-1] != ' ' {
+				t.Errorf("table row %q: column %s does not start at the header's", l, c)
+			}
+			row[c] = strings.TrimSpace(string(r[from:to]))
+		}
+		rows = append(rows, row)
+	}
+	return rows
+}
+
+// TestVolumeVerbs: volume create, ls, inspect and rm; a created volume's
+// data outlives the container that wrote it; bad names are refused in one
+// line and nothing is created.
+func TestVolumeVerbs(t *testing.T) {
+	s := session(t)
+	if out := s.Must(nil, "volume", "create", "keep").Stdout; out != "keep\n" {
+		t.Errorf("volume create printed %q", out)
+	}
+	if out := s.Must(nil, "volume", "create", "keep").Stdout; out != "keep\n" {
+		t.Errorf("volume create of an existing volume printed %q (docker returns it)", out)
+	}
+	rows := parseTable(t, s.Must(nil, "volume", "ls").Stdout, "DRIVER", "VOLUME NAME")
+	if len(rows) != 1 || rows[0]["DRIVER"] != "local" || rows[0]["VOLUME NAME"] != "keep" {
+		t.Errorf("volume ls: %q", rows)
+	}
+	var vol []map[string]any
+	if err := json.Unmarshal([]byte(s.Must(nil, "volume", "inspect", "keep").Stdout), &vol); err != nil || len(vol) != 1 {
+		t.Fatalf("volume inspect: %v %v", vol, err)
+	}
+	mp, _ := vol[0]["mountpoint"].(string)
+	if want := filepath.Join(s.Root, "volumes", "keep", "_data"); mp != want {
+		t.Errorf("mountpoint %q, want %q", mp, want)
+	}
+
+	s.Must(nil, "run", "--name", "writer", "-v", "keep:/data", "busybox:base", "sh", "-c", "echo persisted > /data/f; mkdir /data/d")
+	s.Must(nil, "rm", "writer")
+	if b, err := os.ReadFile(filepath.Join(mp, "f")); err != nil || string(b) != "persisted\n" {
+		t.Errorf("volume data after its container was removed: %q, %v", b, err)
+	}
+	if out := s.Must(nil, "run", "--rm", "-v", "keep:/elsewhere:ro", "busybox:base", "sh", "-c",
+		"cat /elsewhere/f; touch /elsewhere/x 2>/dev/null || echo read-only").Stdout; out != "persisted\nread-only\n" {
+		t.Errorf("the volume in a new container: %q", out)
+	}
+
+	before := imagetest.StoreFiles(t, s.Root)
+	for _, bad := range []string{"../escape", "a/b", ".hidden", "-dash", "with space", "x$y", strings.Repeat("n", 129)} {
+		r := s.Run(nil, "volume", "create", "--", bad)
+		if r.Code != 1 || !strings.Contains(r.Stderr, "volume name") || !strings.Contains(r.Stderr, "use letters, digits") ||
+			strings.Count(r.Stderr, "\n") != 1 {
+			t.Errorf("volume create %q: %v\nwant exit 1 and one line that says which names are allowed", bad, r)
+		}
+		if strings.HasPrefix(bad, ".") {
+			continue // -v ./x:/data is a host path
+		}
+		if r := s.Run(nil, "run", "--rm", "-v", bad+":/data", "busybox:base", "true"); r.Code != 125 || !strings.Contains(r.Stderr, "volume name") {
+			t.Errorf("run -v %q:/data: %v\nwant exit 125 and the volume name error", bad, r)
+		}
+	}
+	if after := imagetest.StoreFiles(t, s.Root); !slices.Equal(before, after) {
+		t.Errorf("refused volume names changed the store:\nbefore %q\nafter  %q", before, after)
+	}
+	if r := s.Run(nil, "volume", "rm", "ghost"); r.Code != 1 || !strings.Contains(r.Stderr, `no volume "ghost"`) {
+		t.Errorf("volume rm of a missing volume: %v", r)
+	}
+
+	s.Must(nil, "volume", "rm", "keep")
+	if _, err := os.Stat(mp); !os.IsNotExist(err) {
+		t.Errorf("volume data still there after volume rm: %v", err)
+	}
+	if rows := parseTable(t, s.Must(nil, "volume", "ls").Stdout, "DRIVER", "VOLUME NAME"); len(rows) != 0 {
+		t.Errorf("volume ls after rm: %q", rows)
 	}
 }

@@ -127,18 +127,27 @@ func lookupCommand(name string) *command {
 	return nil
 }
 
+// defaultRoot is the store used without --root: the system's as real
+// root, else the user's own, where docker and podman users look for it.
 func defaultRoot() string {
-	if os.Geteuid() == 0 && !runner.InUserNamespace() {
+	return chooseRoot(os.Geteuid() == 0 && !runner.InUserNamespace(), os.Getenv("XDG_DATA_HOME"), os.Getenv("HOME"))
+}
+
+// chooseRoot picks the default store: /var/lib/unionmount for real root
+// (euid 0 outside any user namespace), else $XDG_DATA_HOME/unionmount,
+// else $HOME/.local/share/unionmount (the XDG base directory default,
+// also when XDG_DATA_HOME is set but empty or relative, as the spec
+// says). "" when there is no home to put it in: --root is then needed.
+func chooseRoot(realRoot bool, xdgDataHome, home string) string {
+	switch {
+	case realRoot:
 		return "/var/lib/unionmount"
+	case xdgDataHome != "" && filepath.IsAbs(xdgDataHome):
+		return filepath.Join(xdgDataHome, "unionmount")
+	case home != "" && filepath.IsAbs(home):
+		return filepath.Join(home, ".local", "share", "unionmount")
 	}
-	if x := os.Getenv("XDG_DATA_HOME"); x != "" {
-		return filepath.Join(x, "unionmount")
-	}
-	home, err := os.UserHomeDir()
-	if err != nil {
-		home = "/tmp"
-	}
-	return filepath.Join(home, ".local", "share", "unionmount")
+	return ""
 }
 
 func defaultUnionmount() string {
@@ -236,6 +245,9 @@ func (a *app) main(args []string) error {
 	o.entrypointSet = cfs.Changed("entrypoint")
 
 	if cmd.needsStore {
+		if a.root == "" {
+			return usagef("no default store: neither XDG_DATA_HOME nor HOME is set to an absolute path; give --root DIR")
+		}
 		if os.Geteuid() != 0 && !runner.InUserNamespace() {
 			// Rootless: do the work as the root of a user namespace that
 			// maps our subordinate ids, so layers keep their owners.

@@ -108,3 +108,28 @@ func TestParseVolume(t *testing.T) {
 		}
 	}
 }
+
+// TestChooseRoot: the store without --root is the system's for real root
+// and the user's own otherwise, where docker and podman users expect it
+// (XDG base directories: an empty or relative XDG_DATA_HOME is ignored).
+func TestChooseRoot(t *testing.T) {
+	cases := []struct {
+		realRoot  bool
+		xdg, home string
+		want      string
+	}{
+		{true, "", "/root", "/var/lib/unionmount"},
+		{true, "/root/.data", "/root", "/var/lib/unionmount"},
+		{false, "/home/u/.data", "/home/u", "/home/u/.data/unionmount"},
+		{false, "", "/home/u", "/home/u/.local/share/unionmount"},
+		{false, "relative/data", "/home/u", "/home/u/.local/share/unionmount"},
+		{false, "/x", "", "/x/unionmount"},
+		{false, "", "", ""},
+		{false, "", "relative", ""},
+	}
+	for _, c := range cases {
+		if got := chooseRoot(c.realRoot, c.xdg, c.home); got != c.want {
+			t.Errorf("chooseRoot(realRoot=%v, XDG_DATA_HOME=%q, HOME=%q) = %q, want %q", c.realRoot, c.xdg, c.home, got, c.want)
+		}
+	}
+}
