@@ -124,6 +124,48 @@ var optCases = []optCase{
 		},
 	},
 	{
+		// Two ranges each, the uid and gid mappings unlike: layer uid 0 is
+		// mount 1000 and layer uids 1.. are mount 100000..; layer gid 1000
+		// is mount 3000 (the first range that holds an id decides) and
+		// layer gids 0..999 are mount 300000...
+		name:   "multi-range uidmapping= with a different gidmapping=",
+		lowers: [][]fstest.Applier{idFixture()},
+		upper:  true,
+		opts: func(d caseDirs) string {
+			return d.layers() + ",uidmapping=:0:1000:1:1:100000:65536,gidmapping=:1000:3000:1:0:300000:1000"
+		},
+		ops: `
+echo "view: $(stat -c '%n=%u:%g' a owned unmapped d/f | tr '\n' ' ')"
+setpriv --reuid 1000 --regid 300000 --clear-groups sh -c 'echo r > shared/by_root'
+setpriv --reuid 100999 --regid 3000 --clear-groups sh -c 'echo u > shared/by_1000'
+setpriv --reuid 100004 --regid 300007 --clear-groups sh -c 'mkdir shared/dir_5_7'
+chown 100999:3000 a
+chown 1000:300007 owned
+echo more >> d/f
+echo more >> unmapped
+echo o > shared/out
+chown 5:5 shared/out
+echo "after: $(stat -c '%n=%u:%g' a owned d/f unmapped shared/by_root shared/by_1000 shared/dir_5_7 shared/out | tr '\n' ' ')"
+`,
+		want: func(c *check, r caseResult) {
+			c.expect(field(r.out, "view") == "a=1000:300000 owned=100999:3000 unmapped=65534:65534 d/f=100999:3000",
+				"owners shown: %q (want a=1000:300000 owned=100999:3000 unmapped=65534:65534 d/f=100999:3000)", field(r.out, "view"))
+			c.expect(field(r.out, "after") == "a=100999:3000 owned=1000:300007 d/f=100999:3000 unmapped=65534:65534 "+
+				"shared/by_root=1000:300000 shared/by_1000=100999:3000 shared/dir_5_7=100004:300007 shared/out=165533:65534",
+				"owners after create, chown and copy-up: %q", field(r.out, "after"))
+			// Stored in layer ids: chown and create map back through each
+			// mapping apart; copy-up keeps the layer's owner, mapped or not.
+			// A chown to a mount id in no range (5:5) stores the overflow
+			// id 65534, which layer uid 65534 then shows as mount uid
+			// 165533: fuse-overlayfs does the same (the kernel's idmapped
+			// mounts refuse such a chown with EOVERFLOW).
+			got := ownersOf(r.upper, "a", "owned", "d/f", "unmapped", "shared/by_root", "shared/by_1000", "shared/dir_5_7", "shared/out")
+			c.expect(got == "a=1000:1000 owned=0:7 d/f=1000:1000 unmapped=70000:70000 "+
+				"shared/by_root=0:0 shared/by_1000=1000:1000 shared/dir_5_7=5:7 shared/out=65534:65534",
+				"owners stored in the upper: %s (want layer ids)", got)
+		},
+	},
+	{
 		name:   "uidmapping= over an idmapped lower (containers-storage's double shift)",
 		lowers: [][]fstest.Applier{idFixture()},
 		upper:  true,
