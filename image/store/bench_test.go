@@ -6,6 +6,7 @@ import (
 	"time"
 
 	"github.com/unionmount/unionmount/image/imagetest"
+	"github.com/unionmount/unionmount/image/layer"
 	"github.com/unionmount/unionmount/internal/fstest"
 )
 
@@ -75,4 +76,54 @@ func BenchmarkCommitRatio(b *testing.B) {
 	b.ReportMetric(float64(tBig)/float64(tSmall), "ratio")
 	b.ReportMetric(float64(tSmall.Microseconds())/float64(b.N), "small-µs/op")
 	b.ReportMetric(float64(tBig.Microseconds())/float64(b.N), "big-µs/op")
+}
+
+// diffOnce diffs the container of imageOfFiles and checks the answer, so
+// the benchmark cannot time a diff that found nothing.
+func diffOnce(b *testing.B, s *Store, c *Container) {
+	ch, err := s.Diff(c)
+	if err != nil {
+		b.Fatal(err)
+	}
+	if len(ch) != 2 || ch[0].Path != "/d00" || ch[1].Path != "/d00/f00000" || ch[0].Kind != layer.Changed || ch[1].Kind != layer.Changed {
+		b.Fatalf("diff: %+v, want C /d00 and C /d00/f00000", ch)
+	}
+}
+
+// BenchmarkDiff diffs a container with one changed file over a 10-file
+// and a 10,000-file image. Diff walks the upper and asks the lowers about
+// the paths it finds there, so both take about the same time.
+//
+//	go test ./image/store -run '^$' -bench Diff
+func BenchmarkDiff(b *testing.B) {
+	for _, n := range []int{10, 10_000} {
+		b.Run(fmt.Sprintf("files=%d", n), func(b *testing.B) {
+			s := newStore(b)
+			c := imageOfFiles(b, s, n)
+			for b.Loop() {
+				diffOnce(b, s, c)
+			}
+		})
+	}
+}
+
+// BenchmarkDiffRatio times both sizes in one run, alternately, and
+// reports the ratio of the 10,000-file diff to the 10-file one (ratio/op
+// near 1: the cost follows the change, not the image).
+func BenchmarkDiffRatio(b *testing.B) {
+	s := newStore(b)
+	small := imageOfFiles(b, s, 10)
+	big := imageOfFiles(b, s, 10_000)
+	var tSmall, tBig time.Duration
+	for b.Loop() {
+		t0 := time.Now()
+		diffOnce(b, s, small)
+		t1 := time.Now()
+		diffOnce(b, s, big)
+		tSmall += t1.Sub(t0)
+		tBig += time.Since(t1)
+	}
+	b.ReportMetric(float64(tBig)/float64(tSmall), "ratio")
+	b.ReportMetric(float64(tSmall.Nanoseconds())/float64(b.N)/1e3, "small-µs/op")
+	b.ReportMetric(float64(tBig.Nanoseconds())/float64(b.N)/1e3, "big-µs/op")
 }
