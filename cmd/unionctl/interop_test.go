@@ -6,12 +6,14 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
+	"maps"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"slices"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/unionmount/unionmount/image/imagetest"
 	"github.com/unionmount/unionmount/internal/fstest"
@@ -278,5 +280,121 @@ func TestSkopeoAndPodman(t *testing.T) {
 			t.Errorf("rt:1 in podman (%s): %q, want %q", format, out, rtWant)
 		}
 		pm.must("rmi", "-af")
+	}
+}
+
+// TestSaveLayoutInterop: an OCI layout written by `save --layout` is read
+// by skopeo (inspect; copy to a dir: image and back, which loads with the
+// same ID), unpacked by umoci into the tree the container showed when it
+// was committed, and loaded and run by podman; the archives `save -o`
+// writes unpack, through skopeo and umoci, into the same tree.
+func TestSaveLayoutInterop(t *testing.T) {
+	requireTools(t, "skopeo", "umoci")
+	s := session(t)
+	id := commitRoundTrip(t, s)
+	dir := t.TempDir()
+
+	// What the committed container showed, less its init layer (the
+	// runtime's mount points and /etc files, which a commit leaves out).
+	mnt := strings.TrimSpace(s.Must(nil, "mount", "rt").Stdout)
+	view, err := fstest.Snapshot(mnt)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s.Must(nil, "umount", "rt")
+	initTree, err := fstest.Snapshot(filepath.Join(s.Root, "containers", containerID(t, s, "rt"), "init"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for p := range initTree {
+		delete(view, p)
+	}
+
+	layout := filepath.Join(dir, "layout")
+	s.Must(nil, "save", "--layout", layout, "rt:1")
+	ref := "oci:" + layout + ":rt:1"
+	cfg := sh(t, "", "skopeo", "inspect", "--config", "--raw", ref)
+	if sum := sha256.Sum256([]byte(cfg)); "sha256:"+hex.EncodeToString(sum[:]) != id {
+		t.Errorf("skopeo reads a config that is not the image's (%s)", id)
+	}
+	var info struct{ Layers []string }
+	if err := json.Unmarshal([]byte(sh(t, "", "skopeo", "inspect", ref)), &info); err != nil || len(info.Layers) != 2 {
+		t.Errorf("skopeo inspect %s: %v layers, %v; want 2", ref, info.Layers, err)
+	}
+	// skopeo copies the layout to its dir: format (checking every blob's
+	// digest) and back to a layout, which loads with the same image ID.
+	sh(t, "", "skopeo", "copy", ref, "dir:"+filepath.Join(dir, "dir"))
+	sh(t, "", "skopeo", "copy", "dir:"+filepath.Join(dir, "dir"), "oci:"+filepath.Join(dir, "back")+":rt:1")
+	s2 := imagetest.NewSession(t)
+	if out := s2.Must(nil, "load", "--layout", filepath.Join(dir, "back")).Stdout; out != "Loaded image: rt:1\n" {
+		t.Errorf("load of skopeo's copy printed %q", out)
+	}
+	if got := strings.TrimSpace(s2.Must(nil, "images", "-q", "--no-trunc").Stdout); got != id {
+		t.Errorf("skopeo's copy loads as %q, want %s", got, id)
+	}
+
+	// umoci unpacks the layout into what the container showed.
+	unpack := func(layoutRef, name string) fstest.Tree {
+		t.Helper()
+		bundle := filepath.Join(dir, name)
+		sh(t, "", "umoci", "unpack", "--image", layoutRef, bundle)
+		tree, err := fstest.Snapshot(filepath.Join(bundle, "rootfs"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		return tree
+	}
+	want := unpack(layout+":rt:1", "umoci-layout")
+	got := maps.Clone(want)
+	for p := range initTree {
+		delete(got, p)
+	}
+	if d := fstest.Diff(view, got, fstest.IgnoreFields(fstest.FieldMtime)); len(d) > 0 {
+		t.Errorf("umoci unpack of the saved layout differs from the committed container's view:\n%s", strings.Join(d, "\n"))
+	}
+	for p, e := range got {
+		// A commit keeps whole seconds (tar headers without PAX times).
+		if v, ok := view[p]; ok && e.Type != fstest.TypeSymlink && !v.Mtime.Truncate(time.Second).Equal(e.Mtime) {
+			t.Errorf("%s: mtime %v after umoci unpack, %v in the container", p, e.Mtime, v.Mtime)
+		}
+	}
+	if _, ok := got["etc/motd"]; ok || got["added"].Type != fstest.TypeFile || got["srv/old/a"].Type != "" {
+		t.Error("umoci unpack: the commit's deletion, replaced directory or new file is missing")
+	}
+
+	// The archives hold the same image: skopeo turns each into a layout
+	// and umoci unpacks it into the same tree.
+	for _, format := range []string{"oci-archive", "docker-archive"} {
+		archivePath := filepath.Join(dir, format+".tar")
+		s.Must(nil, "save", "--format", format, "-o", archivePath, "rt:1")
+		to := filepath.Join(dir, format+"-layout")
+		sh(t, "", "skopeo", "copy", format+":"+archivePath, "oci:"+to+":rt")
+		if d := fstest.Diff(want, unpack(to+":rt", "umoci-"+format)); len(d) > 0 {
+			t.Errorf("%s: umoci unpack differs from the layout's:\n%s", format, strings.Join(d, "\n"))
+		}
+	}
+
+	// podman loads the layout directory with the same image ID, and runs
+	// it. (Podman 4.3 names the image after the directory's path and
+	// fails on a path with capitals, such as t.TempDir()'s.)
+	pm := newPodman(t)
+	lower, err := os.MkdirTemp("", "unionctl-layout-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(lower) })
+	if err := os.Rename(layout, filepath.Join(lower, "layout")); err != nil {
+		t.Fatal(err)
+	}
+	pm.must("load", "-i", filepath.Join(lower, "layout"))
+	if ids := pm.must("images", "--no-trunc", "--format", "{{.ID}}"); strings.TrimSpace(ids) != id {
+		t.Errorf("podman has %q after loading the layout, want %s", ids, id)
+	}
+	out, err := pm.run("run", "--rm", "--network", "none", "--runtime", "runc", strings.TrimPrefix(id, "sha256:"), "sh", "-c", rtCheck)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if out != rtWant {
+		t.Errorf("the layout's image in podman: %q, want %q", out, rtWant)
 	}
 }
