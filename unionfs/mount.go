@@ -236,6 +236,7 @@ func Mount(mountpoint string, opts Options) (*fuse.Server, error) {
 		u.close()
 		return nil, fmt.Errorf("mount %q: %w", mountpoint, err)
 	}
+	u.probePassthrough(srv)
 	go srv.Serve()
 	if opts.ReadAheadKB >= 0 {
 		kb := opts.ReadAheadKB

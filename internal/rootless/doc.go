@@ -26,7 +26,9 @@
 //     --mount` (rootless podman's setup) mounts directly with allow_other;
 //     files made by namespace root and by other mapped ids, copy-ups and
 //     chowns land in the upper with the host ids the kernel gives them.
-//     FUSE passthrough is refused there (EPERM); the mount keeps serving.
+//     FUSE passthrough is refused there (EPERM): the daemon's --debug log
+//     says it fell back, and the mount keeps serving (TestPassthroughAsRoot
+//     checks the other side: root keeps passthrough).
 //   - The host requirements (a 0666 /dev/fuse, a setuid fusermount3,
 //     user_allow_other, a mount namespace owned by the user namespace):
 //     without each, unionmount exits 1 with a message that names the fix.

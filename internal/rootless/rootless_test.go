@@ -294,8 +294,9 @@ func userNSFixture(u *User) (fixture, owners []fstest.Applier) {
 // other mapped ids by the subordinate ids they map to, and copy-up and
 // chown keep and set mapped owners: all as kernel overlayfs, mounted the
 // same way, does. Passthrough needs CAP_SYS_ADMIN in the initial user
-// namespace, so the kernel refuses to register backing files here (EPERM);
-// go-fuse then turns passthrough off and the mount keeps serving.
+// namespace, so the kernel refuses to register backing files here (EPERM):
+// the daemon's --debug log must say it fell back, and a file written,
+// closed and read again must read right.
 func TestUserNamespaceMount(t *testing.T) {
 	fstest.RequireFUSE(t)
 	for _, tool := range []string{"newuidmap", "newgidmap"} {
@@ -309,16 +310,23 @@ func TestUserNamespaceMount(t *testing.T) {
 	userns := []string{"unshare", "--user", "--map-root-user", "--map-auto", "--mount", "/bin/sh", "-euc"}
 
 	ours := newStack(t, u, fixture, owners...)
+	debugLog := filepath.Join(u.TempDir(t), "debug.log")
 	args := slices.Concat(userns, []string{`
-BIN=$1 L=$2 U=$3 W=$4 M=$5
-up() { "$BIN" --lower "$L" --upper "$U" --workdir "$W" "$M"; }
+BIN=$1 L=$2 U=$3 W=$4 M=$5 LOG=$6
+up() { "$BIN" --debug --lower "$L" --upper "$U" --workdir "$W" "$M" 2>"$LOG"; }
 down() { umount "$M"; }
-` + userNSExtra + opsScript, "sh", bin, ours.lower, ours.upper, ours.work, ours.mnt})
+` + userNSExtra + opsScript, "sh", bin, ours.lower, ours.upper, ours.work, ours.mnt, debugLog})
 	r := u.Run(t, fuse0666, args[0], args[1:]...)
 	if r.Err != nil {
 		t.Fatalf("ops through unionmount in a user namespace:\n%s", r)
 	}
 	checkOpsOutput(t, "unionmount", r)
+	waitNoProcesses(t, u) // the daemon has written its last log line
+	b, err := os.ReadFile(debugLog)
+	if err != nil {
+		t.Fatal(err)
+	}
+	checkPassthroughRefused(t, string(b), true)
 	for _, want := range []string{"fuse.unionmount", "allow_other", "pt: one two ",
 		"owners: new=0:0 b=2000:3000 u1000/owned=1000:1000 shared/by1000=1000:1000 "} {
 		if !strings.Contains(r.Stdout, want) {
@@ -353,6 +361,61 @@ down() { umount "$M"; }
 	if d := fstest.Diff(snapshotUpper(t, kern.upper), got, upperFields); len(d) > 0 {
 		t.Errorf("upper differs from the kernel's (want kernel, got unionmount):\n  %s", strings.Join(d, "\n  "))
 	}
+}
+
+// passthroughRefused is what the daemon logs with --debug when the kernel
+// does not let it register backing files (unionfs.probePassthrough).
+const passthroughRefused = "FUSE passthrough refused by the kernel (operation not permitted): serving reads and writes of upper files through the daemon"
+
+// checkPassthroughRefused checks in a daemon's --debug log whether
+// it fell back from passthrough, and that go-fuse never tried a backing
+// file for an open after the probe (one BACKING_OPEN: the probe's).
+func checkPassthroughRefused(t *testing.T, log string, refused bool) {
+	t.Helper()
+	if got := strings.Contains(log, passthroughRefused); got != refused {
+		t.Errorf("daemon log says %q: %v, want %v; the log's BACKING_OPEN lines:\n%s", passthroughRefused, got, refused, grepLines(log, "BACKING_OPEN"))
+	}
+	if n := strings.Count(log, "ioctl: BACKING_OPEN"); refused && n != 1 {
+		t.Errorf("%d BACKING_OPEN ioctls with passthrough refused, want the probe's alone:\n%s", n, grepLines(log, "BACKING_OPEN"))
+	} else if !refused && n < 2 {
+		t.Errorf("%d BACKING_OPEN ioctls with passthrough allowed, want the probe's and the opens':\n%s", n, grepLines(log, "BACKING_OPEN"))
+	}
+}
+
+func grepLines(s, substr string) string {
+	var out []string
+	for _, line := range strings.Split(s, "\n") {
+		if strings.Contains(line, substr) {
+			out = append(out, line)
+		}
+	}
+	return strings.Join(out, "\n")
+}
+
+// TestPassthroughAsRoot is checkPassthroughRefused's other side: root in
+// the initial user namespace may register backing files, so the daemon
+// does not fall back, and upper files open with passthrough.
+func TestPassthroughAsRoot(t *testing.T) {
+	fstest.RequireFUSE(t)
+	d := t.TempDir()
+	lower, upper, work, mnt := filepath.Join(d, "lower"), filepath.Join(d, "upper"), filepath.Join(d, "work"), filepath.Join(d, "mnt")
+	for _, p := range []string{lower, upper, work, mnt} {
+		if err := os.Mkdir(p, 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	m := fstest.MountUnion(t, []string{lower}, upper, work, mnt, "--debug")
+	p := filepath.Join(mnt, "pt")
+	if err := os.WriteFile(p, []byte("one\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if b, err := os.ReadFile(p); err != nil || string(b) != "one\n" {
+		t.Errorf("read back %q, %v; want \"one\\n\"", b, err)
+	}
+	if err := m.Unmount(); err != nil {
+		t.Fatal(err)
+	}
+	checkPassthroughRefused(t, m.Output(), false)
 }
 
 // unmappedOps tries to change a file whose owner the user namespace does
