@@ -10,6 +10,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"syscall"
 	"testing"
 
 	"github.com/unionmount/unionmount/image/imagetest"
@@ -226,15 +227,56 @@ func TestRunExitCodes(t *testing.T) {
 // the namespaces the command sees.
 func TestRunEnvironment(t *testing.T) {
 	s := session(t)
-	out := s.Must(nil, "run", "--rm", "-u", "nobody", "-w", "/made/here", "-e", "GREETING=hi", "--hostname", "box",
-		"busybox:base", "sh", "-c", `id -u; id -g; pwd; echo $GREETING $HOME; hostname; cat /etc/hostname; echo $$; ls /proc/1/ns >/dev/null && echo proc; ls /dev/null && echo dev`).Stdout
-	want := "65534\n65534\n/made/here\nhi /nonexistent\nbox\nbox\n1\nproc\n/dev/null\ndev\n"
-	if out != want {
-		t.Errorf("environment:\n got %q\nwant %q", out, want)
-	}
+	checkEnvironment(t, s)
 	// stdin reaches the command.
 	if out := s.Must([]byte("from stdin\n"), "run", "--rm", "busybox:base", "cat").Stdout; out != "from stdin\n" {
 		t.Errorf("stdin: %q", out)
+	}
+}
+
+// envScript prints what a container sees: its user, working directory,
+// environment and hostname; its PID and the processes its /proc shows;
+// its /dev, whose devices work; the inodes of its PID, UTS, IPC and mount
+// namespaces.
+const envScript = `id -u; id -g; pwd; echo $GREETING $HOME; hostname; cat /etc/hostname
+echo $$; echo /proc/[0-9]*; cat /proc/1/comm
+ls /dev; head -c 3 /dev/zero | wc -c; echo x > /dev/null && echo null
+for ns in pid uts ipc mnt; do stat -L -c "$ns %i" /proc/self/ns/$ns; done`
+
+// envWant is envScript's output for the run in checkEnvironment, less the
+// namespace lines.
+const envWant = "65534\n65534\n/made/here\nhi /nonexistent\nbox\nbox\n" +
+	"1\n/proc/1\nsh\n" +
+	"core\nfd\nfull\nnull\nptmx\npts\nrandom\nshm\nstderr\nstdin\nstdout\ntty\nurandom\nzero\n3\nnull\n"
+
+// checkEnvironment runs envScript in a container of busybox:base as
+// nobody, and checks it sees the user, directory, environment and
+// hostname it was given; that it is PID 1 of a PID namespace with its own
+// /proc (showing it alone) and has the minimal /dev; and that its PID,
+// UTS, IPC and mount namespaces are not the test's (the host's).
+func checkEnvironment(t *testing.T, s *imagetest.Session) {
+	t.Helper()
+	out := s.Must(nil, "run", "--rm", "-u", "nobody", "-w", "/made/here", "-e", "GREETING=hi", "--hostname", "box",
+		"busybox:base", "sh", "-c", envScript).Stdout
+	got, ns, _ := strings.Cut(out, "pid ")
+	if got != envWant {
+		t.Errorf("environment:\n got %q\nwant %q", got, envWant)
+	}
+	lines := imagetest.Lines("pid " + ns)
+	if len(lines) != 4 {
+		t.Fatalf("namespace lines: %q", lines)
+	}
+	for i, name := range []string{"pid", "uts", "ipc", "mnt"} {
+		var st syscall.Stat_t
+		if err := syscall.Stat("/proc/self/ns/"+name, &st); err != nil {
+			t.Fatal(err)
+		}
+		f := strings.Fields(lines[i])
+		if len(f) != 2 || f[0] != name {
+			t.Errorf("namespace line %q, want %s INODE", lines[i], name)
+		} else if f[1] == strconv.FormatUint(st.Ino, 10) {
+			t.Errorf("the container shares the host's %s namespace (%s)", name, f[1])
+		}
 	}
 }
 

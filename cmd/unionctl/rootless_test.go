@@ -161,6 +161,10 @@ func TestRootless(t *testing.T) {
 	})
 	s.Must(nil, "import", tarball, "busybox:base")
 
+	// The namespaces, /proc and /dev of a rootless container are those of
+	// a root one.
+	checkEnvironment(t, s)
+
 	// Layer owners map through the user's range: 0 is the user, 65534
 	// is subStart+65533.
 	var insp []imageInspect
@@ -220,5 +224,45 @@ func TestRootless(t *testing.T) {
 	s.Must(nil, "unshare", "rm", "-rf", s.Root)
 	if _, err := os.Stat(s.Root); !os.IsNotExist(err) {
 		t.Errorf("store still there after unshare rm -rf: %v", err)
+	}
+
+	// Without --root, the user's store is where docker's and podman's
+	// users look: $XDG_DATA_HOME/unionmount, else
+	// ~/.local/share/unionmount (asUser empties XDG_DATA_HOME).
+	defaultStore := func(env ...string) imagetest.Result {
+		t.Helper()
+		argv := asUser(u, home)(append(append([]string{"env"}, env...), s.Bin, "--unionmount", s.Unionmount, "volume", "create", "v"))
+		cmd := exec.Command(argv[0], argv[1:]...)
+		var out, errb strings.Builder
+		cmd.Stdout, cmd.Stderr = &out, &errb
+		r := imagetest.Result{Args: argv}
+		if err := cmd.Run(); err != nil {
+			ee, ok := err.(*exec.ExitError)
+			if !ok {
+				t.Fatal(err)
+			}
+			r.Code = ee.ExitCode()
+		}
+		r.Stdout, r.Stderr = out.String(), errb.String()
+		return r
+	}
+	xdg := filepath.Join(home, "data")
+	for _, c := range []struct {
+		env   []string
+		store string
+	}{
+		{nil, filepath.Join(home, ".local", "share", "unionmount")},
+		{[]string{"XDG_DATA_HOME=" + xdg}, filepath.Join(xdg, "unionmount")},
+	} {
+		if r := defaultStore(c.env...); r.Code != 0 || r.Stdout != "v\n" {
+			t.Errorf("%v", r)
+			continue
+		}
+		if _, err := os.Stat(filepath.Join(c.store, "volumes", "v", "_data")); err != nil {
+			t.Errorf("unionctl %v volume create without --root: %v; want the store at %s", c.env, err, c.store)
+		}
+	}
+	if r := defaultStore("-u", "HOME"); r.Code != 2 || !strings.Contains(r.Stderr, "give --root DIR") {
+		t.Errorf("without HOME or XDG_DATA_HOME: %v\nwant exit 2 and a message asking for --root", r)
 	}
 }
