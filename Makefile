@@ -35,10 +35,17 @@ build:
 deps:
 	@bash scripts/install-deps.sh
 
-## test: everything CI runs; integration tests use the binary built here
-test: export UNIONMOUNT_BIN := $(BIN)/unionmount
-test: export UNIONCTL_BIN := $(BIN)/unionctl
-test: deps build vet fmt-check
+## build-race: the commands built with the race detector, into bin/race/:
+## the daemons the integration tests mount run under -race too
+.PHONY: build-race
+build-race:
+	@mkdir -p $(BIN)/race
+	$(GO) build -race -trimpath -ldflags "-X main.version=$(VERSION)" -o $(BIN)/race/ ./cmd/unionmount ./cmd/unionctl
+
+## test: everything CI runs; integration tests mount the race-enabled daemon
+test: export UNIONMOUNT_BIN := $(BIN)/race/unionmount
+test: export UNIONCTL_BIN := $(BIN)/race/unionctl
+test: deps build build-race vet fmt-check
 	$(GO) test -race -count=1 -timeout 25m ./...
 	GO=$(GO) FUZZTIME=10s bash scripts/fuzz.sh
 
@@ -63,11 +70,13 @@ soak: deps build
 demo: deps build
 	UNIONMOUNT_BIN=$(BIN)/unionmount bash scripts/demo.sh
 
-## bench: kernel vs FUSE benchmarks as root (~12 min): bench/results/report.md, one SVG
-## per workload group, results.csv, and the micro-benchmarks in bench/results/gobench.txt
+## bench: kernel vs FUSE benchmarks as root (< 15 min): bench/results/report.md, one SVG
+## per workload group, results.csv, and the micro-benchmarks (unionfs, copyup, and the
+## image store's commit) in bench/results/gobench.txt
 bench: deps build
 	$(BIN)/unionbench --out bench/results --format csv
 	$(GO) test -run '^$$' -bench . -benchmem -benchtime 200ms ./unionfs/ ./copyup/ | tee bench/results/gobench.txt
+	$(GO) test -run '^$$' -bench '^BenchmarkCommit' -benchmem -benchtime 200ms ./image/store/ | tee -a bench/results/gobench.txt
 
 ## bench-quick: the same tool on tiny data, one repetition (< 2 min): a smoke test
 .PHONY: bench-quick
