@@ -59,7 +59,7 @@ func (c *lookupCache) table(u *unionFS, l *layer, rel string) (*dirTable, error)
 	if t, ok := c.c.Get(key); ok {
 		return t, nil
 	}
-	t := &dirTable{opacity: xattrOpacity(l.xpath(rel))}
+	t := &dirTable{opacity: l.xattrOpacity(rel)}
 	var err error
 	t.entries, t.deleted, err = classifyLayerDir(l, layerDir{layer: l.index, xwh: t.opacity == whiteout.XattrWhiteouts}, rel)
 	if err != nil {
@@ -126,7 +126,7 @@ func (c *lookupCache) opacity(u *unionFS, l *layer, rel string) whiteout.Opacity
 	} else if t, ok := c.c.Get(opacityKey(l, rel)); ok {
 		op = t.opacity
 	} else {
-		op = xattrOpacity(l.xpath(rel))
+		op = l.xattrOpacity(rel)
 		var st unix.Stat_t
 		if op != whiteout.Opaque && unix.Fstatat(l.fd, join(rel, whiteout.OpaqueFile), &st, unix.AT_SYMLINK_NOFOLLOW) == nil {
 			op = whiteout.Opaque

@@ -6,6 +6,7 @@ import (
 	"strings"
 	"sync"
 
+	"github.com/unionmount/unionmount/whiteout"
 	"golang.org/x/sys/unix"
 )
 
@@ -36,11 +37,48 @@ func openLayer(index int, path string, upper bool) (*layer, error) {
 // xpath names rel inside the layer for the l*xattr calls, which have no
 // *at form. It goes through the layer's fd, not its path: podman detaches
 // the (idmapped) lower mounts it hands over right after the mount is up.
+// It is only right for a short rel (the root): others take xattrPath.
 func (l *layer) xpath(rel string) string {
 	if rel == "" {
 		return l.proc + "/."
 	}
 	return l.proc + "/" + rel
+}
+
+// xattrPath is xpath for any rel that fits PATH_MAX. Near PATH_MAX (a path
+// that long below the mount is valid) "/proc/self/fd/N/" + rel does not
+// fit, so rel's parent is opened and the path goes through its fd. Call
+// done when finished with the path.
+func (l *layer) xattrPath(rel string) (p string, done func(), err error) {
+	if len(l.proc)+1+len(rel) < unix.PathMax {
+		return l.xpath(rel), func() {}, nil
+	}
+	dir, name := split(rel)
+	fd, err := l.openDir(dir, unix.O_PATH)
+	if err != nil {
+		return "", nil, err
+	}
+	return "/proc/self/fd/" + strconv.Itoa(fd) + "/" + name, func() { unix.Close(fd) }, nil
+}
+
+// xattrOpacity is the opacity the xattrs of directory rel give it.
+func (l *layer) xattrOpacity(rel string) whiteout.Opacity {
+	p, done, err := l.xattrPath(rel)
+	if err != nil {
+		return whiteout.NotOpaque
+	}
+	defer done()
+	return xattrOpacity(p)
+}
+
+// isXattrWhiteout reports whether rel carries an overlay.whiteout xattr.
+func (l *layer) isXattrWhiteout(rel string) bool {
+	p, done, err := l.xattrPath(rel)
+	if err != nil {
+		return false
+	}
+	defer done()
+	return whiteout.IsXattrWhiteoutPath(p)
 }
 
 // rel2at turns a layer-relative path into an argument for *at calls on the

@@ -136,7 +136,7 @@ func classifyLayerDir(l *layer, d layerDir, rel string) (entries []rawDirent, de
 				continue
 			}
 			if d.xwh && st.Mode&unix.S_IFMT == unix.S_IFREG && st.Size == 0 &&
-				whiteout.IsXattrWhiteoutPath(l.xpath(join(rel, e.name))) {
+				l.isXattrWhiteout(join(rel, e.name)) {
 				deleted = append(deleted, e.name)
 				continue
 			}

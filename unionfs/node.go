@@ -117,7 +117,12 @@ func (u *unionFS) inoOf(res *resolution, rel string) uint64 {
 }
 
 func (u *unionFS) readOrigin(rel string) (uint64, bool) {
-	return originFrom(func(b []byte) (int, error) { return unix.Lgetxattr(u.layers[0].xpath(rel), u.originXattr, b) })
+	p, done, err := u.layers[0].xattrPath(rel)
+	if err != nil {
+		return 0, false
+	}
+	defer done()
+	return originFrom(func(b []byte) (int, error) { return unix.Lgetxattr(p, u.originXattr, b) })
 }
 
 // readOriginFd is readOrigin of an open upper file.

@@ -67,7 +67,7 @@ func (u *unionFS) probe(l *layer, d layerDir, rel, name string, st *unix.Stat_t,
 		return probeWhiteout, nil
 	}
 	if d.xwh && st.Mode&unix.S_IFMT == unix.S_IFREG && st.Size == 0 &&
-		whiteout.IsXattrWhiteoutPath(l.xpath(join(rel, name))) {
+		l.isXattrWhiteout(join(rel, name)) {
 		return probeWhiteout, nil
 	}
 	return probeFound, nil
@@ -116,7 +116,7 @@ func (u *unionFS) opacity(l *layer, rel, name string) whiteout.Opacity {
 
 func (u *unionFS) opacityDirect(l *layer, rel, name string) whiteout.Opacity {
 	p := join(rel, name)
-	op := xattrOpacity(l.xpath(p))
+	op := l.xattrOpacity(p)
 	if op == whiteout.Opaque {
 		return op
 	}

@@ -102,7 +102,8 @@ func (n *node) topPath() (x xtarget, rel string, done func(), err error) {
 	top, _, rel := n.state()
 	l := n.u.layers[top]
 	if !l.upper {
-		return xtarget{path: l.xpath(rel)}, rel, func() {}, nil
+		p, done, err := l.xattrPath(rel)
+		return xtarget{path: p}, rel, done, err
 	}
 	fd, _, err := n.openSelf(unix.O_PATH)
 	if err != nil {
@@ -115,7 +116,8 @@ func (n *node) topPath() (x xtarget, rel string, done func(), err error) {
 	unix.Close(fd)
 	_, _, rel = n.state()
 	if !strings.Contains(rel, "/") {
-		return xtarget{path: l.xpath(rel)}, rel, func() {}, nil
+		p, done, err := l.xattrPath(rel)
+		return xtarget{path: p}, rel, done, err
 	}
 	prel, name := split(rel)
 	if fd, err = l.openDir(prel, unix.O_PATH); err != nil {
