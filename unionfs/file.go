@@ -64,7 +64,11 @@ func (h *fileHandle) Read(ctx context.Context, dest []byte, off int64) (fuse.Rea
 	if err != nil {
 		return nil, h.n.u.errno("read", "", err)
 	}
-	return fuse.ReadResultData(dest[:n]), 0
+	// A vector, not ReadResultData: go-fuse writes a vector with one
+	// writev, while plain data first goes through its splice path (a
+	// pipe from the pool, the header written into it, then discarded):
+	// 30% of the daemon's CPU on 4 KiB random reads.
+	return fuse.ReadResultVector([][]byte{dest[:n]}), 0
 }
 
 // spliceMin is the read size above which splicing the data from the file
