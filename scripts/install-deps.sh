@@ -18,12 +18,13 @@
 # tar zstd           tar zstd           layer archives
 # e2fsprogs          mke2fs             scratch filesystems in tests
 # xfsprogs           mkfs.xfs           reflink (FICLONE) copy-up test
+# strace             strace             exact syscall kill points (internal/crash)
 set -euo pipefail
 
 # Non-root shells often lack the sbin directories (mke2fs, modprobe).
 export PATH="$PATH:/usr/local/sbin:/usr/sbin:/sbin"
 
-PACKAGES=(fuse3 fuse-overlayfs attr busybox-static gcc libc6-dev uidmap podman runc umoci skopeo tar zstd e2fsprogs xfsprogs)
+PACKAGES=(fuse3 fuse-overlayfs attr busybox-static gcc libc6-dev uidmap podman runc umoci skopeo tar zstd e2fsprogs xfsprogs strace)
 
 say() { printf 'deps: %s\n' "$*"; }
 have() { command -v "$1" >/dev/null 2>&1; }
