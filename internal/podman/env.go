@@ -3,6 +3,7 @@ package podman
 import (
 	"bytes"
 	"context"
+	"errors"
 	"fmt"
 	"os"
 	"os/exec"
@@ -46,6 +47,9 @@ type Env struct {
 	storageConf, containersConf string
 	graphRoot, runRoot, tmpDir  string
 	runtimeDir                  string
+	// callLog is where the wrapper storage.conf names as mount_program
+	// writes each call's arguments before it runs Program.
+	callLog string
 }
 
 // NewEnv writes the configuration of an isolated podman in dir (which the
@@ -63,11 +67,22 @@ func NewEnv(t testing.TB, dir string, prog Program, user *rootless.User) *Env {
 		runRoot:        filepath.Join(dir, "runroot"),
 		tmpDir:         filepath.Join(dir, "tmp"),
 		runtimeDir:     filepath.Join(dir, "xdg"),
+		callLog:        filepath.Join(dir, "mount_program.log"),
 	}
 	for _, d := range []string{e.graphRoot, e.runRoot, e.tmpDir, e.runtimeDir, filepath.Join(dir, "config")} {
 		if err := os.Mkdir(d, 0o700); err != nil {
 			t.Fatal(err)
 		}
+	}
+	// The wrapper has the program's base name, in case containers-storage
+	// goes by it.
+	wrapper := filepath.Join(dir, "bin", filepath.Base(prog.Path))
+	script := fmt.Sprintf("#!/bin/sh\n{ for a in \"$@\"; do printf '%%s\\t' \"$a\"; done; echo; } >>%q\nexec %q \"$@\"\n", e.callLog, prog.Path)
+	if err := os.Mkdir(filepath.Dir(wrapper), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(wrapper, []byte(script), 0o755); err != nil {
+		t.Fatal(err)
 	}
 	storage := fmt.Sprintf(`[storage]
 driver = "overlay"
@@ -77,7 +92,7 @@ rootless_storage_path = %q
 
 [storage.options.overlay]
 mount_program = %q
-`, e.graphRoot, e.runRoot, e.graphRoot, prog.Path)
+`, e.graphRoot, e.runRoot, e.graphRoot, wrapper)
 	// Explicit ulimits: podman otherwise asks runc for the host's
 	// RLIMIT_NPROC, which a container may not raise to (EPERM).
 	containers := fmt.Sprintf(`[containers]
@@ -100,6 +115,24 @@ tmp_dir = %q
 	}
 	t.Cleanup(func() { e.cleanup(t) })
 	return e
+}
+
+// MountProgramCalls returns the arguments of every run of the mount
+// program so far, oldest first.
+func (e *Env) MountProgramCalls(t testing.TB) [][]string {
+	t.Helper()
+	b, err := os.ReadFile(e.callLog)
+	if errors.Is(err, os.ErrNotExist) {
+		return nil
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	var calls [][]string
+	for _, line := range strings.Split(strings.TrimSuffix(string(b), "\n"), "\n") {
+		calls = append(calls, strings.Split(strings.TrimSuffix(line, "\t"), "\t"))
+	}
+	return calls
 }
 
 // env is the environment podman runs with.

@@ -1,11 +1,16 @@
 package podman
 
 import (
+	"archive/tar"
+	"bufio"
+	"compress/gzip"
+	"encoding/json"
+	"errors"
 	"fmt"
+	"io"
 	"os"
 	"os/exec"
 	"path/filepath"
-	"sort"
 	"strings"
 	"sync"
 	"testing"
@@ -270,6 +275,9 @@ type mode struct {
 	// uidmap is a --uidmap/--gidmap range for the uidmapping= scenario,
 	// squash one that maps a single id (squash_to_uid=/squash_to_gid=).
 	uidmap, squash string
+	// uidmapOpts and squashOpts are the id options containers-storage
+	// sends the mount program for them.
+	uidmapOpts, squashOpts string
 }
 
 // hostUID is the host id the upper stores for layer id id.
@@ -297,8 +305,12 @@ func TestPodman(t *testing.T) {
 	progs := programs(t)
 	u := rootless.NewUser(t)
 	modes := []mode{
-		{name: "root", uidmap: "0:200000:65536", squash: "0:200000:1"},
-		{name: "rootless", user: u, uidmap: "0:1:65536", squash: "0:0:1"},
+		{name: "root", uidmap: "0:200000:65536", squash: "0:200000:1",
+			uidmapOpts: "uidmapping=:0:200000:65536,gidmapping=:0:200000:65536",
+			squashOpts: "squash_to_uid=200000,squash_to_gid=200000"},
+		{name: "rootless", user: u, uidmap: "0:1:65536", squash: "0:0:1",
+			uidmapOpts: "uidmapping=:0:1:65536,gidmapping=:0:1:65536",
+			squashOpts: "squash_to_uid=0,squash_to_gid=0"},
 	}
 	var rep report
 	for _, m := range modes {
@@ -328,6 +340,7 @@ var scenarios = []struct {
 	name string
 	run  func(c *check, e *Env, m mode)
 }{
+	{"image layers unpacked for a mount_program: AUFS .wh. files", unpackedLayers},
 	{"run --rm: read, write, delete; whiteout and opaque dir of the image", runRm},
 	{"commit of a container that deleted a file and replaced a dir", commit},
 	{"--uidmap (uidmapping=/gidmapping=)", uidmap},
@@ -420,12 +433,8 @@ echo x > /data/x
 	if _, ok := c.podman(e, "commit", "--quiet", "c1", "localhost/committed:latest"); !ok {
 		return
 	}
-	layer, ok := c.podman(e, "image", "inspect", "--format", "{{.GraphDriver.Data.UpperDir}}", "localhost/committed:latest")
-	if ok {
-		names := listDir(strings.TrimSpace(layer), "dir")
-		wh, _ := upperMarkers(strings.TrimSpace(layer), "data/keep", "dir")
-		c.note("committed layer: whiteout %s; dir holds %s", wh, names)
-	}
+	defer e.Podman(c.t, "rmi", "--force", "localhost/committed:latest")
+	checkCommittedLayer(c, e)
 	out, ok := c.podman(e, "run", "--rm", "--network", "none", "localhost/committed:latest", "sh", "-euc", `
 echo "data: $(ls -A /data | tr '\n' ' ')"
 echo "dir: $(ls -A /dir | tr '\n' ' ')"
@@ -437,20 +446,162 @@ echo "mine: $(cat /dir/mine)"
 	c.expect(field(out, "data") == "new owned x", "committed image: ls -A /data = %q, want %q", field(out, "data"), "new owned x")
 	c.expect(field(out, "dir") == "mine", "committed image: ls -A /dir = %q, want %q (the replaced dir stays opaque)", field(out, "dir"), "mine")
 	c.expect(field(out, "mine") == "mine", "committed image: /dir/mine reads %q", field(out, "mine"))
-	e.Podman(c.t, "rmi", "--force", "localhost/committed:latest")
 }
 
-func listDir(root, rel string) string {
-	ents, err := os.ReadDir(filepath.Join(root, rel))
+// checkCommittedLayer saves the committed image as an OCI layout and
+// checks its top layer, the one podman commit made. With a mount_program
+// containers-storage makes that layer by comparing the container's merged
+// tree with its image's (its "naive diff"), not from the upper's markers:
+// the deleted /data/keep becomes data/.wh.keep, and the replaced /dir is
+// not an opaque dir (no .wh..wh..opq) but a dir whose old entry is
+// whited out (dir/.wh.fresh) beside the new one. Either way the image
+// shows what the container showed (the run below checks that).
+func checkCommittedLayer(c *check, e *Env) {
+	saved := filepath.Join(e.Dir, fmt.Sprintf("saved-%d", len(e.MountProgramCalls(c.t))))
+	if _, ok := c.podman(e, "save", "--format", "oci-dir", "--output", saved, "localhost/committed:latest"); !ok {
+		return
+	}
+	defer os.RemoveAll(saved)
+	entries, err := topLayerEntries(saved)
+	if !c.expect(err == nil, "read the committed layer: %v", err) {
+		return
+	}
+	for _, want := range []string{"data/.wh.keep file", "data/x file", "dir/.wh.fresh file", "dir/mine file"} {
+		c.expect(contains(entries, want), "committed layer lacks %q: %q", want, entries)
+	}
+	for _, bad := range []string{"data/keep file", "dir/fresh file", "dir/.wh..wh..opq file"} {
+		c.expect(!contains(entries, bad), "committed layer holds %q: %q", bad, entries)
+	}
+	c.note("committed layer: %s", strings.Join(entries, ", "))
+}
+
+// topLayerEntries lists the entries of the top layer of the one image in
+// the OCI layout dir, as "NAME TYPE" (file, dir, symlink, char, other).
+func topLayerEntries(dir string) ([]string, error) {
+	var index struct {
+		Manifests []descriptor `json:"manifests"`
+	}
+	var manifest struct {
+		Layers []descriptor `json:"layers"`
+	}
+	blob := func(digest string) string {
+		return filepath.Join(dir, "blobs", strings.Replace(digest, ":", "/", 1))
+	}
+	b, err := os.ReadFile(filepath.Join(dir, "index.json"))
+	if err == nil {
+		err = json.Unmarshal(b, &index)
+	}
+	if err == nil && len(index.Manifests) != 1 {
+		err = fmt.Errorf("index.json lists %d manifests, want 1", len(index.Manifests))
+	}
+	if err == nil {
+		b, err = os.ReadFile(blob(index.Manifests[0].Digest))
+	}
+	if err == nil {
+		err = json.Unmarshal(b, &manifest)
+	}
+	if err == nil && len(manifest.Layers) == 0 {
+		err = errors.New("the manifest lists no layers")
+	}
 	if err != nil {
-		return err.Error()
+		return nil, err
 	}
-	var names []string
-	for _, e := range ents {
-		names = append(names, e.Name())
+	f, err := os.Open(blob(manifest.Layers[len(manifest.Layers)-1].Digest))
+	if err != nil {
+		return nil, err
 	}
-	sort.Strings(names)
-	return "[" + strings.Join(names, " ") + "]"
+	defer f.Close()
+	br := bufio.NewReader(f)
+	var r io.Reader = br
+	if magic, _ := br.Peek(2); len(magic) == 2 && magic[0] == 0x1f && magic[1] == 0x8b {
+		gz, err := gzip.NewReader(br)
+		if err != nil {
+			return nil, err
+		}
+		defer gz.Close()
+		r = gz
+	}
+	var out []string
+	tr := tar.NewReader(r)
+	for {
+		h, err := tr.Next()
+		if err == io.EOF {
+			break
+		}
+		if err != nil {
+			return nil, err
+		}
+		kind := "other"
+		switch h.Typeflag {
+		case tar.TypeReg:
+			kind = "file"
+		case tar.TypeDir:
+			kind = "dir"
+		case tar.TypeSymlink:
+			kind = "symlink"
+		case tar.TypeChar:
+			kind = "char"
+		}
+		out = append(out, strings.TrimSuffix(strings.TrimPrefix(h.Name, "./"), "/")+" "+kind)
+	}
+	return out, nil
+}
+
+// unpackedLayers checks how containers-storage unpacked the test image's
+// layers, which the mount program gets as its lowers: with a mount_program
+// configured it keeps the OCI whiteouts as they are in the tar (AUFS .wh.
+// files), where the kernel driver would make char 0/0 devices and opaque
+// xattrs. runRm checks that the mount shows them right.
+func unpackedLayers(c *check, e *Env, m mode) {
+	out, ok := c.podman(e, "image", "inspect", "--format", "{{.GraphDriver.Data.UpperDir}}:{{.GraphDriver.Data.LowerDir}}", testImageRef)
+	if !ok {
+		return
+	}
+	dirs := strings.Split(strings.TrimSpace(out), ":") // top first
+	if !c.expect(len(dirs) == 3, "the image has layer dirs %q, want 3", dirs) {
+		return
+	}
+	top, middle := dirs[0], dirs[1]
+	for _, x := range []struct{ root, rel, want string }{
+		{middle, "data/.wh.gone", "file 0 bytes"},
+		{middle, "data/gone", "missing"},
+		{top, "dir/.wh..wh..opq", "file 0 bytes"},
+		{top, "dir", "dir, no overlay xattr"},
+	} {
+		got := describeEntry(x.root, x.rel)
+		c.expect(got == x.want, "layer %s: %s is %s, want %s", filepath.Base(filepath.Dir(x.root)), x.rel, got, x.want)
+	}
+	c.note("layer 2: data/.wh.gone %s; layer 3: dir/.wh..wh..opq %s", describeEntry(middle, "data/.wh.gone"), describeEntry(top, "dir/.wh..wh..opq"))
+}
+
+// describeEntry says what root/rel is on disk: "missing", "file N bytes",
+// "char MAJOR/MINOR", or "dir" with the overlay xattrs it carries.
+func describeEntry(root, rel string) string {
+	p := filepath.Join(root, rel)
+	var st unix.Stat_t
+	if err := unix.Lstat(p, &st); err != nil {
+		return "missing"
+	}
+	switch st.Mode & unix.S_IFMT {
+	case unix.S_IFREG:
+		return fmt.Sprintf("file %d bytes", st.Size)
+	case unix.S_IFCHR:
+		return fmt.Sprintf("char %d/%d", unix.Major(st.Rdev), unix.Minor(st.Rdev))
+	case unix.S_IFDIR:
+		buf := make([]byte, 4096)
+		n, _ := unix.Llistxattr(p, buf)
+		var xs []string
+		for _, x := range strings.Split(string(buf[:n]), "\x00") {
+			if strings.Contains(x, "overlay") {
+				xs = append(xs, x)
+			}
+		}
+		if len(xs) == 0 {
+			return "dir, no overlay xattr"
+		}
+		return "dir with " + strings.Join(xs, " ")
+	}
+	return fmt.Sprintf("mode %o", st.Mode)
 }
 
 // ownerScript changes owners in a container and prints them.
@@ -478,10 +629,59 @@ func upperOwners(upper string, names ...string) string {
 	return strings.Join(out, " ")
 }
 
+// mountOptions returns the -o strings of the mount program's calls after
+// the first skip.
+func mountOptions(e *Env, t *testing.T, skip int) []string {
+	var opts []string
+	calls := e.MountProgramCalls(t)
+	if skip > len(calls) {
+		skip = len(calls)
+	}
+	for _, call := range calls[skip:] {
+		for i := 0; i+1 < len(call); i++ {
+			if call[i] == "-o" {
+				opts = append(opts, call[i+1])
+			}
+		}
+	}
+	return opts
+}
+
+// idOptions keeps the id options of an -o string, in order.
+func idOptions(o string) string {
+	var out []string
+	for _, x := range strings.Split(o, ",") {
+		for _, p := range []string{"uidmapping=", "gidmapping=", "squash_to_"} {
+			if strings.HasPrefix(x, p) {
+				out = append(out, x)
+			}
+		}
+	}
+	return strings.Join(out, ",")
+}
+
+// checkIDOptions checks that containers-storage ran the mount program,
+// since call skip, with a writable mount (upperdir=) whose id options
+// are want.
+func checkIDOptions(c *check, e *Env, skip int, want string) {
+	opts := mountOptions(e, c.t, skip)
+	var got []string
+	for _, o := range opts {
+		if strings.Contains(o, "upperdir=") {
+			got = append(got, idOptions(o))
+		}
+	}
+	c.expect(len(got) == 1 && got[0] == want, "id options podman sent the mount program: %q, want [%q]; its -o strings: %q", got, want, opts)
+	c.note("id options podman sent: %q", got)
+}
+
 func uidmap(c *check, e *Env, m mode) {
+	calls := len(e.MountProgramCalls(c.t))
 	out, ok := c.podman(e, "run", "--name", "c2", "--network", "none",
 		"--uidmap", m.uidmap, "--gidmap", m.uidmap, testImageRef, "sh", "-euc", fsLine+ownerScript)
 	defer e.Podman(c.t, "rm", "--force", "c2")
+	// Checked first: the mount comes before what may fail in the run.
+	checkIDOptions(c, e, calls, m.uidmapOpts)
 	if !ok {
 		return
 	}
@@ -505,6 +705,7 @@ func uidmap(c *check, e *Env, m mode) {
 }
 
 func squash(c *check, e *Env, m mode) {
+	calls := len(e.MountProgramCalls(c.t))
 	out, ok := c.podman(e, "run", "--rm", "--network", "none",
 		"--uidmap", m.squash, "--gidmap", m.squash, testImageRef, "sh", "-euc", fsLine+`
 echo "owners: $(stat -c '%n=%u:%g' /data/keep /data/owned | tr '\n' ' ')"
@@ -518,6 +719,7 @@ echo "w: $(stat -c '%u:%g' /data/w) $(cat /data/w)"
 	c.expect(field(out, "owners") == "/data/keep=0:0 /data/owned=0:0",
 		"owners with one id mapped: %q, want everything squashed to 0:0", field(out, "owners"))
 	c.expect(field(out, "w") == "0:0 w", "new file: %q", field(out, "w"))
+	checkIDOptions(c, e, calls, m.squashOpts)
 }
 
 func imageMount(c *check, e *Env, m mode) {
