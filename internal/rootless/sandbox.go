@@ -28,6 +28,10 @@ type Sandbox struct {
 	FuseMode os.FileMode
 	// FuseConf, when not nil, is bound over /etc/fuse.conf.
 	FuseConf *string
+	// Binds are files bound over others, [source, target] pairs, after
+	// the above: say, a copy of fusermount3 without its setuid bit over
+	// the real one.
+	Binds [][2]string
 	// Env is added to the user's environment (HOME, USER, LOGNAME, PATH,
 	// XDG_RUNTIME_DIR).
 	Env []string
@@ -35,7 +39,8 @@ type Sandbox struct {
 
 // sandboxScript runs as root in the new mount namespace: $1 the tmpfs
 // directory for the fuse node, $2 its mode ("-" for none), $3 a fuse.conf to
-// bind ("-" for none), $4 $5 the uid and gid; the command follows.
+// bind ("-" for none), $4 $5 the uid and gid, $6 the number of further
+// binds and then their source and target pairs; the command follows.
 const sandboxScript = `set -e
 if [ "$2" != - ]; then
 	mount -t tmpfs -o mode=0755,size=64k unionmount-test-dev "$1"
@@ -45,9 +50,14 @@ fi
 if [ "$3" != - ]; then
 	mount --bind "$3" /etc/fuse.conf
 fi
+uid=$4 gid=$5 n=$6
+shift 6
+while [ "$n" -gt 0 ]; do
+	mount --bind "$1" "$2"
+	shift 2
+	n=$((n - 1))
+done
 mount --make-rshared /
-uid=$4 gid=$5
-shift 5
 exec setpriv --reuid="$uid" --regid="$gid" --init-groups -- "$@"
 `
 
@@ -70,8 +80,12 @@ func (u *User) Command(ctx context.Context, t testing.TB, sb Sandbox, name strin
 			t.Fatal(err)
 		}
 	}
-	argv := append([]string{"--mount", "--propagation", "private", "--", "/bin/sh", "-c", sandboxScript, "sh",
-		u.fuseDir, mode, conf, strconv.Itoa(u.UID), strconv.Itoa(u.GID), name}, args...)
+	argv := []string{"--mount", "--propagation", "private", "--", "/bin/sh", "-c", sandboxScript, "sh",
+		u.fuseDir, mode, conf, strconv.Itoa(u.UID), strconv.Itoa(u.GID), strconv.Itoa(len(sb.Binds))}
+	for _, b := range sb.Binds {
+		argv = append(argv, b[0], b[1])
+	}
+	argv = append(append(argv, name), args...)
 	cmd := exec.CommandContext(ctx, "unshare", argv...)
 	cmd.Env = append([]string{
 		"HOME=" + u.Home,
