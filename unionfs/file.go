@@ -16,8 +16,9 @@ import (
 // file switches to the upper copy after a copy-up (kernel >= 4.19), so
 // readers see writes made through other handles.
 type fileHandle struct {
-	n  *node
-	pt bool // opened for passthrough
+	n       *node
+	pt      bool // opened for passthrough
+	ptLower bool // the passthrough backing is a lower layer's file
 
 	mu    sync.Mutex
 	fd    int  // guarded by mu
@@ -171,24 +172,30 @@ func (n *node) endIO(h *fileHandle) {
 // registers it with the node. The kernel refuses to mix cached and
 // passthrough opens of one inode (EBUSY), so a node with cached opens (say,
 // a lower file opened before its copy-up) stays cached until they are
-// closed. Lower files are never passthrough: a handle must follow its file
-// to the upper after a copy-up.
-func (n *node) handle(fd, flags int, upper bool) (fs.FileHandle, uint32) {
+// closed. Lower files are passthrough only with Options.LowerPassthrough:
+// a cached handle follows its file to the upper after a copy-up, a
+// passthrough one cannot. With it, ok is false when the node has
+// passthrough handles backed by another layer's file (lowerpt.go).
+func (n *node) handle(fd, flags int, upper bool) (fh fs.FileHandle, fuseFlags uint32, ok bool) {
 	n.ioMu.Lock()
-	pt := upper && n.u.opts.Passthrough
+	pt := n.u.opts.Passthrough && (upper || n.u.opts.LowerPassthrough)
 	for o := range n.open {
+		if pt && o.pt && o.ptLower == upper {
+			n.ioMu.Unlock()
+			return nil, 0, false
+		}
 		pt = pt && o.pt
 	}
-	h := &fileHandle{n: n, fd: fd, lower: !upper, flags: flags, pt: pt}
+	h := &fileHandle{n: n, fd: fd, lower: !upper, flags: flags, pt: pt, ptLower: pt && !upper}
 	if n.open == nil {
 		n.open = make(map[*fileHandle]struct{})
 	}
 	n.open[h] = struct{}{}
 	n.ioMu.Unlock()
 	if pt {
-		return &ptHandle{h}, 0
+		return &ptHandle{h}, 0, true
 	}
-	return h, fuse.FOPEN_KEEP_CACHE
+	return h, fuse.FOPEN_KEEP_CACHE, true
 }
 
 var _ = (fs.FileGetattrer)((*fileHandle)(nil))
@@ -227,11 +234,30 @@ func (h *fileHandle) Allocate(ctx context.Context, off uint64, size uint64, mode
 var _ = (fs.NodeOpener)((*node)(nil))
 
 func (n *node) Open(ctx context.Context, flags uint32) (fs.FileHandle, uint32, syscall.Errno) {
+	for try := 0; ; try++ {
+		fh, fuseFlags, top, errno := n.open1(flags)
+		if errno != 0 || fh != nil {
+			return fh, fuseFlags, errno
+		}
+		// Passthrough handles backed by another layer hold the inode.
+		if top != 0 && n.isUpper() && try < 3 {
+			// We opened the lower file while a copy-up finished: open
+			// the copy, which the handles are backed by.
+			continue
+		}
+		n.u.rekey(n)
+		return nil, 0, syscall.ESTALE
+	}
+}
+
+// open1 is one attempt of Open; a nil handle without an error means the
+// node's passthrough handles are backed by another layer than top's.
+func (n *node) open1(flags uint32) (fs.FileHandle, uint32, int, syscall.Errno) {
 	acc := flags & unix.O_ACCMODE
 	writing := acc != unix.O_RDONLY || flags&unix.O_TRUNC != 0
 	if writing {
 		if err := n.u.copyUp(n, flags&unix.O_TRUNC != 0); err != nil {
-			return nil, 0, n.u.errno("copy up for open", n.rel(), err)
+			return nil, 0, 0, n.u.errno("copy up for open", n.rel(), err)
 		}
 	}
 	oflags := int(flags) &^ (unix.O_APPEND | unix.O_CREAT | unix.O_EXCL | unix.O_NOCTTY | fuse.FMODE_EXEC)
@@ -250,10 +276,14 @@ func (n *node) Open(ctx context.Context, flags uint32) (fs.FileHandle, uint32, s
 		}
 	}
 	if err != nil {
-		return nil, 0, n.u.errno("open", n.rel(), err)
+		return nil, 0, top, n.u.errno("open", n.rel(), err)
 	}
-	fh, fuseFlags := n.handle(fd, oflags, n.u.hasUpper && top == 0)
-	return fh, fuseFlags, 0
+	fh, fuseFlags, ok := n.handle(fd, oflags, n.u.hasUpper && top == 0)
+	if !ok {
+		unix.Close(fd)
+		return nil, 0, top, 0
+	}
+	return fh, fuseFlags, top, 0
 }
 
 // openSelf opens the node's topmost file and checks that it is this node's

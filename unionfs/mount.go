@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"log"
 	"os"
+	"sync"
 	"time"
 
 	"github.com/hanwen/go-fuse/v2/fs"
@@ -34,6 +35,9 @@ type unionFS struct {
 	flushMatters bool
 	root         *node
 	log          *log.Logger
+	// regen maps a node's first identity to the generation lookups give
+	// it now, after open re-keyed it (lowerpt.go).
+	regen sync.Map // fs.StableAttr -> uint64
 }
 
 func (u *unionFS) rootInode() *fs.Inode { return &u.root.Inode }

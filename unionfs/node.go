@@ -55,6 +55,10 @@ type node struct {
 	// caps caches whether the file has security.capability (the kernel asks
 	// before every write): 0 unknown, 1 absent, 2 present.
 	caps atomic.Int32
+
+	// baseGen is the generation the node's identity had before any
+	// re-keying (lowerpt.go): the key of u.regen.
+	baseGen uint64
 }
 
 func (u *unionFS) newNode(top int, dirs []layerDir) *node {
@@ -196,6 +200,8 @@ func (u *unionFS) childInode(ctx context.Context, parent *fs.Inode, prel, name s
 		// their state must not be shared.
 		sa.Gen = aliasGen(rel)
 	}
+	child.baseGen = sa.Gen
+	sa.Gen = u.currentGen(sa)
 	u.fillAttr(&res.st, ino, len(res.dirs) > 1, &out.Attr)
 	out.SetEntryTimeout(u.opts.EntryTimeout)
 	out.SetAttrTimeout(u.opts.AttrTimeout)

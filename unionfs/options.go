@@ -39,6 +39,14 @@ type Options struct {
 	// Passthrough enables FUSE passthrough for upper files when the kernel
 	// allows it.
 	Passthrough bool
+	// LowerPassthrough also opens lower files read-only with passthrough,
+	// so reads of image content cost what they cost on the kernel. The
+	// kernel gives an inode one backing file, so a handle opened on the
+	// lower file keeps reading it after a copy-up (overlayfs before 4.19):
+	// the open that meets such handles gets ESTALE, the kernel looks the
+	// name up again, and the file continues as a new inode (same st_ino).
+	// See docs/semantics.md.
+	LowerPassthrough bool
 
 	// UIDMap/GIDMap shift owners between layer ids (Host) and mount ids
 	// (Container). Empty means identity.

@@ -270,7 +270,12 @@ func (n *node) Create(ctx context.Context, name string, flags uint32, mode uint3
 	if _, err := unix.Fgetxattr(fd, capXattr, nil); err == unix.ENODATA {
 		cn.caps.Store(1)
 	}
-	fh, fuseFlags := cn.handle(fd, oflags, true)
+	fh, fuseFlags, ok := cn.handle(fd, oflags, true)
+	if !ok {
+		// A node that has lower passthrough handles: not a new file's.
+		unix.Close(fd)
+		return nil, nil, 0, syscall.ESTALE
+	}
 	return ch, fh, fuseFlags, 0
 }
 

@@ -67,6 +67,7 @@ type flagValues struct {
 	allowOther            bool
 	cacheEntries          int64
 	noPassthrough         bool
+	lowerPassthrough      bool
 	volatile              bool
 	version, help         bool
 	readyFD               int
@@ -89,6 +90,7 @@ func newFlagSet(v *flagValues) *pflag.FlagSet {
 	fs.BoolVar(&v.allowOther, "allow-other", false, "let other users access the mount (always on as root)")
 	fs.Int64Var(&v.cacheEntries, "cache-entries", defaultCacheEntries, "size of the lower-directory lookup cache in `ENTRIES`; 0 disables it")
 	fs.BoolVar(&v.noPassthrough, "no-passthrough", false, "never use FUSE passthrough for upper files")
+	fs.BoolVar(&v.lowerPassthrough, "lower-passthrough", false, "also read lower files by passthrough (handles opened before a copy-up keep the lower file)")
 	fs.BoolVar(&v.volatile, "volatile", false, "skip fsync on copy-up (the upper may be lost on a crash)")
 	fs.StringVar(&v.cpuProfile, "cpuprofile", "", "write a pprof CPU profile of the daemon to `FILE` when it exits")
 	fs.BoolVar(&v.version, "version", false, "print the version and exit")
@@ -192,6 +194,7 @@ func parseArgs(args []string) (config, error) {
 		NoFsync:            v.volatile || mo.noFsync,
 		Rootless:           mo.userxattr, // validate adds the euid and user namespace
 		Passthrough:        !v.noPassthrough,
+		LowerPassthrough:   v.lowerPassthrough && !v.noPassthrough,
 		UIDMap:             mo.uidMap,
 		GIDMap:             mo.gidMap,
 		SquashUID:          mo.squashUID,

@@ -182,7 +182,7 @@ func crashScript(t *testing.T, name string, rng *rand.Rand, fixture func(lower s
 	if err := u.Unmount(); err != nil {
 		t.Fatal(err)
 	}
-	var landed, before, done, resurfaced int
+	var landed, before, done int
 	var ackedAt []int
 	for i := 0; i < *points; i++ {
 		d := newDirs(t)
@@ -207,12 +207,6 @@ func crashScript(t *testing.T, name string, rng *rand.Rand, fixture func(lower s
 			before++
 		case diffTrees(want[n+1], got) == "":
 			landed++
-		case resurfacedOverWhiteout(steps[n].desc, initial, want[n], want[n+1], got):
-			// Known bug: see TestKillMkdirOverWhiteout and
-			// TestKillCreateOverWhiteout, which fail without a skip.
-			resurfaced++
-			t.Logf("%s, kill at %v during %q: lower entries showed again (known bug, TestKillMkdirOverWhiteout): %s",
-				name, delay, steps[n].desc, diffTrees(want[n+1], got))
 		default:
 			t.Fatalf("%s, kill at %v: %d steps acknowledged, step %d (%s) in flight (%v); the merged view is neither the state before it nor after it:\n  vs before: %s\n  vs after:  %s",
 				name, delay, n, n+1, steps[n].desc, opErr, diffTrees(want[n], got), diffTrees(want[n+1], got))
@@ -224,37 +218,6 @@ func crashScript(t *testing.T, name string, rng *rand.Rand, fixture func(lower s
 	sort.Ints(ackedAt)
 	t.Logf("%s: %d kill points within %v (steps acknowledged at each: %v): %d showed the state before the step in flight, %d after it, %d after the whole script",
 		name, *points, maxDelay.Round(time.Millisecond), ackedAt, before, landed, done)
-	if resurfaced > 0 {
-		t.Logf("%s: %d kill points showed the known mkdir/create-over-whiteout bug", name, resurfaced)
-	}
-}
-
-// resurfacedOverWhiteout reports whether got is the state before or after
-// a "mkdir P" or "create P" step but for lower entries (from initial) at
-// or under P: what a crash shows between removing the whiteout at P and
-// finishing the new entry.
-func resurfacedOverWhiteout(desc string, initial, before, after, got tree) bool {
-	verb, p, ok := strings.Cut(desc, " ")
-	if !ok || (verb != "mkdir" && verb != "create") || diffTrees(before, got) == "" || diffTrees(after, got) == "" {
-		return false
-	}
-	like := func(want tree) bool {
-		seen := false
-		for _, m := range []tree{want, got} {
-			for q := range m {
-				if got[q] == want[q] {
-					continue
-				}
-				under := q == p || strings.HasPrefix(q, p+"/")
-				if g, in := got[q]; !under || !in || g != initial[q] {
-					return false
-				}
-				seen = true
-			}
-		}
-		return seen
-	}
-	return like(before) || like(after)
 }
 
 // content is a file's unique content, big enough that its copy-up takes a
@@ -388,29 +351,4 @@ func TestKillDuringRmdirMkdir(t *testing.T) {
 		return steps
 	}
 	crashScript(t, "rmdir/mkdir", rng, fixture, initial, mkSteps)
-}
-
-// TestResurfacedOverWhiteout checks the known-bug classifier on trees made
-// by hand: only lower entries under the new name may differ.
-func TestResurfacedOverWhiteout(t *testing.T) {
-	initial := tree{"m": dirVal, "m/c": fileVal("lower c"), "k": fileVal("lower k")}
-	before := tree{"k": fileVal("lower k")}
-	after := tree{"k": fileVal("lower k"), "m": dirVal}
-	for _, c := range []struct {
-		name string
-		got  tree
-		want bool
-	}{
-		{"lower child back", tree{"k": fileVal("lower k"), "m": dirVal, "m/c": fileVal("lower c")}, true},
-		{"after", after, false}, // equal states are not the bug
-		{"other file lost", tree{"m": dirVal, "m/c": fileVal("lower c")}, false},
-		{"foreign content", tree{"k": fileVal("lower k"), "m": dirVal, "m/c": fileVal("junk")}, false},
-	} {
-		if got := resurfacedOverWhiteout("mkdir m", initial, before, after, c.got); got != c.want {
-			t.Errorf("%s: got %v, want %v", c.name, got, c.want)
-		}
-	}
-	if resurfacedOverWhiteout("rmdir m", initial, before, after, tree{"k": fileVal("lower k"), "m": dirVal, "m/c": fileVal("lower c")}) {
-		t.Error("an rmdir is not a creation over a whiteout")
-	}
 }
