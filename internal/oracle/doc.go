@@ -9,7 +9,8 @@
 // unionmount binary, and compares the two merged trees with fstest.Diff.
 // The whiteout dialects the kernel cannot read (AUFS .wh. files,
 // user.fuseoverlayfs.opaque) are compared by writing the same stack twice:
-// in that dialect for unionmount and in the kernel's for the kernel.
+// in that dialect for unionmount and in the kernel's for the kernel, for
+// lowers (TestDialects) and for an upper (TestDialectsInUpper).
 //
 // The generator also predicts the merged tree itself (mergeLayers), and
 // TestKernelMatchesModel checks the kernel against that prediction: it runs

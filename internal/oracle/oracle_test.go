@@ -608,3 +608,50 @@ func TestWithUpper(t *testing.T) {
 	}
 	compareStack(t, s, s, mountOpts{kernelUpper: uppers[0], unionUpper: uppers[1]})
 }
+
+// TestDialectsInUpper is TestWithUpper with the upper written in the
+// dialects the kernel cannot read there (AUFS ".wh." whiteouts and
+// ".wh..wh..opq", fuse-overlayfs' user.fuseoverlayfs.opaque, and
+// user.overlay.opaque on a root mount), while the kernel gets the same
+// upper in its own format: the merged trees must match, and reading must
+// leave the upper as it was.
+func TestDialectsInUpper(t *testing.T) {
+	for i, d := range []dialect{dialectAUFS, dialectFuseOverlayfs, dialectUser, dialectXattr} {
+		t.Run(d.name, func(t *testing.T) {
+			t.Parallel()
+			fstest.RequireRoot(t)
+			model := generate(uint64(200+i), configFor(5))
+			whiteouts, opaques := 0, 0
+			for _, it := range model[0].items {
+				if it.kind == kWhiteout {
+					whiteouts++
+				}
+				if it.kind == kDir && it.opaque {
+					opaques++
+				}
+			}
+			if whiteouts == 0 || opaques == 0 {
+				t.Fatalf("seed %d: the upper has %d whiteouts and %d opaque dirs; the test needs both", 200+i, whiteouts, opaques)
+			}
+			t.Logf("upper: %d whiteouts, %d opaque dirs", whiteouts, opaques)
+			base := t.TempDir()
+			s, err := writeStack(base, "lowers", model[1:], func(int) dialect { return dialectChar })
+			if err != nil {
+				t.Fatal(err)
+			}
+			kupper, uupper := filepath.Join(base, "kernel-upper"), filepath.Join(base, "union-upper")
+			for _, u := range []struct {
+				dir string
+				d   dialect
+			}{{kupper, dialectChar}, {uupper, d}} {
+				if err := os.Mkdir(u.dir, 0o755); err != nil {
+					t.Fatal(err)
+				}
+				if err := model[0].render(u.dir, u.d); err != nil {
+					t.Fatal(err)
+				}
+			}
+			compareStack(t, s, s, mountOpts{kernelUpper: kupper, unionUpper: uupper})
+		})
+	}
+}
