@@ -1,0 +1,9 @@
+package bench
+
+// unionmount-lowerpt is unionmount with --lower-passthrough: the kernel
+// reads lower files itself. A file open for reading across its copy-up
+// then keeps reading the lower file (docs/semantics.md), which is why it
+// is not the default.
+func init() {
+	register(unionmount{name: "unionmount-lowerpt", extra: []string{"--lower-passthrough"}})
+}
