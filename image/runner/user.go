@@ -2,6 +2,7 @@ package runner
 
 import (
 	"bufio"
+	"errors"
 	"fmt"
 	"os"
 	"strconv"
@@ -25,14 +26,16 @@ func ResolveUser(spec, passwdPath, groupPath string) (uid, gid int, groups []int
 	passwd := readColonFile(passwdPath)
 	home = "/"
 	found := false
-	if n, err := strconv.Atoi(userPart); err == nil && n >= 0 {
+	if n, ok := parseID(userPart); ok {
 		uid, gid = n, n
 		if n == 0 {
 			gid = 0
 		}
 		for _, f := range passwd {
 			if len(f) >= 6 && f[2] == userPart {
-				gid, _ = strconv.Atoi(f[3])
+				if gid, ok = parseID(f[3]); !ok {
+					return 0, 0, nil, "", badEntry("user", userPart, "gid", f[3], "/etc/passwd")
+				}
 				home, found = f[5], true
 				break
 			}
@@ -43,11 +46,17 @@ func ResolveUser(spec, passwdPath, groupPath string) (uid, gid int, groups []int
 		if n == 0 && !found {
 			home = "/root"
 		}
+	} else if isNumber(userPart) {
+		return 0, 0, nil, "", fmt.Errorf("uid %s is out of range: use 0 to %d", userPart, maxID)
 	} else {
 		for _, f := range passwd {
 			if len(f) >= 6 && f[0] == userPart {
-				uid, _ = strconv.Atoi(f[2])
-				gid, _ = strconv.Atoi(f[3])
+				var ok1, ok2 bool
+				uid, ok1 = parseID(f[2])
+				gid, ok2 = parseID(f[3])
+				if !ok1 || !ok2 {
+					return 0, 0, nil, "", badEntry("user", userPart, "uid or gid", f[2]+":"+f[3], "/etc/passwd")
+				}
 				home, found = f[5], true
 				break
 			}
@@ -58,14 +67,17 @@ func ResolveUser(spec, passwdPath, groupPath string) (uid, gid int, groups []int
 	}
 	grp := readColonFile(groupPath)
 	if hasGroup {
-		if n, err := strconv.Atoi(groupPart); err == nil && n >= 0 {
+		if n, ok := parseID(groupPart); ok {
 			gid = n
+		} else if isNumber(groupPart) {
+			return 0, 0, nil, "", fmt.Errorf("gid %s is out of range: use 0 to %d", groupPart, maxID)
 		} else {
 			ok := false
 			for _, f := range grp {
 				if len(f) >= 3 && f[0] == groupPart {
-					gid, _ = strconv.Atoi(f[2])
-					ok = true
+					if gid, ok = parseID(f[2]); !ok {
+						return 0, 0, nil, "", badEntry("group", groupPart, "gid", f[2], "/etc/group")
+					}
 					break
 				}
 			}
@@ -89,13 +101,39 @@ func ResolveUser(spec, passwdPath, groupPath string) (uid, gid int, groups []int
 		}
 		for _, m := range strings.Split(f[3], ",") {
 			if m == name {
-				if g, err := strconv.Atoi(f[2]); err == nil && g != gid {
+				if g, ok := parseID(f[2]); ok && g != gid {
 					groups = append(groups, g)
 				}
 			}
 		}
 	}
 	return uid, gid, groups, home, nil
+}
+
+// maxID is the largest uid or gid: uid_t is 32 bits and (uid_t)-1 means
+// "leave unchanged" to setresuid and chown.
+const maxID = 1<<32 - 2
+
+// parseID reads a uid or gid, refusing what is not one (a negative or
+// too large number in an image's passwd would otherwise become uid -1 or
+// wrap around when runc casts it).
+func parseID(s string) (int, bool) {
+	n, err := strconv.ParseUint(s, 10, 32)
+	if err != nil || n > maxID {
+		return 0, false
+	}
+	return int(n), true
+}
+
+// isNumber reports whether s is a decimal integer, perhaps negative.
+func isNumber(s string) bool {
+	_, err := strconv.ParseInt(s, 10, 64)
+	return err == nil || errors.Is(err, strconv.ErrRange)
+}
+
+func badEntry(kind, name, field, value, file string) error {
+	return fmt.Errorf("%s %q: the container's %s gives it %s %.20q, which is not 0 to %d: fix the image's %s or use numeric ids",
+		kind, name, file, field, value, maxID, file)
 }
 
 func readColonFile(p string) [][]string {
