@@ -405,8 +405,16 @@ func (t *txn) setTimes() error {
 }
 
 // sync flushes the temp's data and metadata (StepSync).
+//
+// A regular file without data (empty, or SkipData) is not synced, as the
+// kernel's copy-up syncs only what it copied (ovl_copy_up_file): there is
+// no data to lose, and the owner, mode and xattrs set before the rename are
+// journalled ahead of it, so no crash shows the name without them.
 func (t *txn) sync() error {
 	if t.opts.NoFsync || t.fd < 0 {
+		return nil
+	}
+	if t.typ == unix.S_IFREG && (t.opts.SkipData || t.src.Stat.Size == 0) {
 		return nil
 	}
 	return unix.Fsync(t.fd)

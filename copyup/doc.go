@@ -45,7 +45,8 @@
 //     copy-up's.
 //  7. StepSync: fsync the temp (regular files and directories) so data
 //     and metadata are on disk before the name appears. Skipped with
-//     Options.NoFsync.
+//     Options.NoFsync, and for a regular file without data (empty, or
+//     SkipData), as the kernel skips it.
 //  8. StepRename: renameat2(workdir/temp, upperdir/name, RENAME_NOREPLACE).
 //     This is the commit point: the only step that touches the upper
 //     directory. An existing name gives EEXIST and is left untouched; a
