@@ -22,6 +22,10 @@ var (
 	ErrUnsupported = errors.New("unsupported")
 	// ErrCorrupt: an archive, blob or tar stream is truncated or malformed.
 	ErrCorrupt = errors.New("corrupt or truncated data")
+	// ErrTooLarge: a layer expands to more bytes than it may (a
+	// decompression bomb, or a layer bigger than the free space of the
+	// store's filesystem less a reserve).
+	ErrTooLarge = errors.New("layer too large")
 	// ErrDigestMismatch: content does not hash to the digest that names it
 	// (a blob, a layer's diff_id, a config).
 	ErrDigestMismatch = errors.New("digest mismatch")

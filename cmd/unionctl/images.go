@@ -22,8 +22,11 @@ func init() {
 		&command{
 			name: "import", usage: "TARBALL|- [NAME[:TAG]]", needsStore: true,
 			summary: "Store a rootfs tarball (plain, gzip or zstd; - for stdin) as a one-layer image.",
-			flags:   func(fs *pflag.FlagSet, o *cmdOpts) { fs.BoolVarP(&o.quiet, "quiet", "q", false, "no progress") },
-			run:     cmdImport,
+			flags: func(fs *pflag.FlagSet, o *cmdOpts) {
+				fs.BoolVarP(&o.quiet, "quiet", "q", false, "no progress")
+				maxLayerSizeFlag(fs, o)
+			},
+			run: cmdImport,
 		},
 		&command{
 			name: "load", usage: "-i FILE | --layout DIR", needsStore: true,
@@ -32,6 +35,7 @@ func init() {
 				fs.StringVarP(&o.input, "input", "i", "", "archive to read (docker-archive or oci-archive; default stdin)")
 				fs.StringVar(&o.layout, "layout", "", "OCI image layout directory to read")
 				fs.BoolVarP(&o.quiet, "quiet", "q", false, "no progress")
+				maxLayerSizeFlag(fs, o)
 			},
 			run: cmdLoad,
 		},
@@ -503,6 +507,8 @@ func inputHint(err error) string {
 		return "; the file is damaged or incomplete: save or download it again"
 	case errors.Is(err, image.ErrUnsafePath), errors.Is(err, image.ErrDuplicateEntry):
 		return "; the layer is malformed or hostile: do not use it"
+	case errors.Is(err, image.ErrTooLarge):
+		return "; if the layer is genuine, free space in the store or raise --max-layer-size"
 	case errors.Is(err, image.ErrDeviceNode):
 		return "; device nodes need real root"
 	case errors.Is(err, image.ErrUnsupported):

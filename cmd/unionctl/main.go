@@ -114,6 +114,7 @@ type cmdOpts struct {
 	runtime, entrypoint, typ, compression, input string
 	env, volumes, volumesFrom []string
 	entrypointSet             bool
+	maxLayerSize              sizeValue
 }
 
 var commands []*command
@@ -268,6 +269,8 @@ func (a *app) main(args []string) error {
 			Rootless:   a.rootless,
 			Unionmount: a.unionmount,
 			Progress:   a.prog.report,
+			// 0 (the flag's default): the store's free space less a reserve.
+			MaxLayerSize: int64(o.maxLayerSize),
 		})
 		if err != nil {
 			return fmt.Errorf("%w (choose another store with --root DIR)", err)

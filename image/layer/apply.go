@@ -41,6 +41,12 @@ type ApplyOptions struct {
 	// onto the unpacked layers below: otherwise the union would show the
 	// implied directory's attributes over the real ones.
 	Lower func(rel string) (string, bool)
+	// MaxSize, when positive, is the most bytes the layer may expand to:
+	// the uncompressed tar stream and the file content it unpacks to are
+	// each held to it (a sparse entry writes more than its stream holds).
+	// Past it Apply stops with image.ErrTooLarge: the defence against
+	// decompression bombs. SpaceLimit gives the default the store uses.
+	MaxSize int64
 }
 
 // Stats describes an applied layer.
@@ -85,6 +91,8 @@ type applier struct {
 	times  map[string][2]time.Time
 	inodes map[string]bool // paths whose size was counted (hard-link targets)
 	stats  Stats
+	// written is the file content written so far (ApplyOptions.MaxSize).
+	written int64
 }
 
 // Apply unpacks the uncompressed layer tar r into dir, which must be an
@@ -119,7 +127,7 @@ func Apply(dir string, r io.Reader, opts ApplyOptions) (Stats, error) {
 	defer a.close()
 
 	h := sha256.New()
-	counted := &countingReader{r: io.TeeReader(r, h)}
+	counted := &countingReader{r: io.TeeReader(r, h), max: opts.MaxSize}
 	a.rec = newRecorder(counted, opts.Split)
 	tr := tar.NewReader(a.rec)
 	for {
@@ -163,22 +171,39 @@ func Apply(dir string, r io.Reader, opts ApplyOptions) (Stats, error) {
 }
 
 func corrupt(what string, err error) error {
-	if errors.Is(err, image.ErrCorrupt) || errors.Is(err, image.ErrUnsupported) {
+	if errors.Is(err, image.ErrCorrupt) || errors.Is(err, image.ErrUnsupported) || errors.Is(err, image.ErrTooLarge) {
 		return fmt.Errorf("%s: %w", what, err)
 	}
 	return fmt.Errorf("%s: %w: %w", what, image.ErrCorrupt, err)
 }
 
+// countingReader counts the bytes read, and fails with ErrTooLarge once
+// they pass max (when positive).
 type countingReader struct {
-	r io.Reader
-	n int64
+	r   io.Reader
+	n   int64
+	max int64
 }
 
 func (c *countingReader) Read(p []byte) (int, error) {
 	n, err := c.r.Read(p)
 	c.n += int64(n)
+	if c.max > 0 && c.n > c.max {
+		return n, tooLarge(c.max)
+	}
 	return n, err
 }
+
+func tooLarge(max int64) error {
+	return fmt.Errorf("%w: it expands to more than %d bytes", image.ErrTooLarge, max)
+}
+
+// Linux limits: a path (PATH_MAX, with its NUL) and one component of it
+// (NAME_MAX).
+const (
+	pathMax = 4096
+	nameMax = 255
+)
 
 func (a *applier) close() {
 	for _, f := range a.fds {
@@ -188,10 +213,20 @@ func (a *applier) close() {
 }
 
 // CleanName turns a tar entry name into a clean relative path ("." for the
-// root), refusing absolute names and ".." components.
+// root), refusing absolute names and ".." components (ErrUnsafePath), and
+// names Linux cannot hold (ErrUnsupported): a component longer than
+// NAME_MAX (255 bytes) or a path of PATH_MAX (4096 bytes) or more. PAX
+// headers let a tar name be up to 1 MiB long and 500,000 levels deep;
+// such a layer could not be unpacked by path on any Linux system (docker
+// fails on it with ENAMETOOLONG), so it is refused before anything is
+// created.
 func CleanName(name string) (string, error) {
 	if name == "" {
 		return "", fmt.Errorf("%w: empty entry name", image.ErrUnsafePath)
+	}
+	if len(name) >= pathMax {
+		return "", fmt.Errorf("%w: an entry name of %d bytes (%.40q...): Linux paths are shorter than %d bytes",
+			image.ErrUnsupported, len(name), name, pathMax)
 	}
 	if strings.HasPrefix(name, "/") {
 		return "", fmt.Errorf("%w: absolute name %q", image.ErrUnsafePath, name)
@@ -203,6 +238,10 @@ func CleanName(name string) (string, error) {
 			continue
 		case "..":
 			return "", fmt.Errorf("%w: %q has a \"..\" component", image.ErrUnsafePath, name)
+		}
+		if len(c) > nameMax {
+			return "", fmt.Errorf("%w: a name of %d bytes (%.40q...) in an entry: Linux names are at most %d bytes",
+				image.ErrUnsupported, len(c), c, nameMax)
 		}
 		parts = append(parts, c)
 	}
@@ -281,28 +320,40 @@ func (a *applier) parent(dir string) (int, error) {
 	if f, ok := a.fds[dir]; ok {
 		return int(f.Fd()), nil
 	}
-	if dir != "." {
-		switch k := a.seen[dir]; k {
-		case 0:
-			pdir, base := path.Split(dir)
-			pfd, err := a.parent(path.Clean(pdir))
-			if err != nil {
-				return -1, err
-			}
-			if err := unix.Mkdirat(pfd, base, 0o755); err != nil {
-				return -1, fmt.Errorf("create %q: %w", dir, err)
-			}
-			a.seen[dir] = kindImplicitDir
-		case kindImplicitDir, kindDir:
+	var f *os.File
+	if dir == "." {
+		var err error
+		if f, err = a.root.Open("."); err != nil {
+			return -1, fmt.Errorf("open %q: %w", dir, err)
+		}
+	} else {
+		k := a.seen[dir]
+		switch k {
+		case 0, kindImplicitDir, kindDir:
 		case kindSymlink:
 			return -1, fmt.Errorf("%w: %q is a symlink of this layer; entries may not go through it", image.ErrUnsafePath, dir)
 		default:
 			return -1, fmt.Errorf("%w: %q is not a directory in this layer but has entries below it", image.ErrDuplicateEntry, dir)
 		}
-	}
-	f, err := a.root.Open(dir)
-	if err != nil {
-		return -1, fmt.Errorf("open %q: %w", dir, err)
+		pdir, base := path.Split(dir)
+		pfd, err := a.parent(path.Clean(pdir))
+		if err != nil {
+			return -1, err
+		}
+		if k == 0 {
+			if err := unix.Mkdirat(pfd, base, 0o755); err != nil {
+				return -1, fmt.Errorf("create %q: %w", dir, err)
+			}
+			a.seen[dir] = kindImplicitDir
+		}
+		// One component below a directory this layer made, opened
+		// without following: as safe as a.root.Open, and linear in the
+		// depth (a.root.Open walks the whole path again).
+		fd, err := unix.Openat(pfd, base, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
+		if err != nil {
+			return -1, fmt.Errorf("open %q: %w", dir, err)
+		}
+		f = os.NewFile(uintptr(fd), dir)
 	}
 	if len(a.fds) >= 64 {
 		for k, old := range a.fds {
@@ -371,7 +422,18 @@ func (a *applier) file(hdr *tar.Header, tr *tar.Reader, dir, base, name string) 
 	a.seen[name] = kindFile
 	f := os.NewFile(uintptr(fd), name)
 	defer f.Close()
-	n, err := io.Copy(f, tr)
+	var content io.Reader = tr
+	if a.opts.MaxSize > 0 {
+		content = io.LimitReader(tr, a.opts.MaxSize-a.written)
+	}
+	n, err := io.Copy(f, content)
+	a.written += n
+	if err == nil && a.opts.MaxSize > 0 && a.written == a.opts.MaxSize {
+		// The budget is spent: one more byte of content is too many.
+		if k, _ := tr.Read(make([]byte, 1)); k > 0 {
+			err = tooLarge(a.opts.MaxSize)
+		}
+	}
 	if err != nil {
 		var pe *os.PathError
 		if errors.As(err, &pe) {
@@ -394,6 +456,10 @@ func (a *applier) symlink(hdr *tar.Header, dir, base, name string) error {
 	}
 	if hdr.Linkname == "" {
 		return fmt.Errorf("%w: symlink %q has no target", image.ErrCorrupt, name)
+	}
+	if len(hdr.Linkname) >= pathMax {
+		return fmt.Errorf("%w: symlink %q has a target of %d bytes: Linux allows fewer than %d",
+			image.ErrUnsupported, name, len(hdr.Linkname), pathMax)
 	}
 	// The target is kept verbatim: it is resolved in the container's root
 	// at run time, and nothing here ever follows it.

@@ -31,8 +31,14 @@
 // whiteout (ErrDuplicateEntry), device nodes unless the caller may create
 // them (ErrDeviceNode), unknown entry types (ErrUnsupported), and a stream
 // that is cut short, corrupt, or ends without the end-of-archive blocks
-// (ErrCorrupt). FuzzApply checks that nothing outside the target changes
-// whatever the input.
+// (ErrCorrupt); names Linux cannot hold, a component over NAME_MAX or a
+// path of PATH_MAX or more, before anything is made (ErrUnsupported); and
+// a layer that expands past ApplyOptions.MaxSize, in its stream or in the
+// content it writes (ErrTooLarge: decompression bombs, sparse entries
+// that claim terabytes). Setuid files and, with Devices, device nodes are
+// kept, as docker keeps them: the store root is private and the union
+// nodev (docs/images.md). FuzzApply checks that nothing outside the
+// target changes whatever the input; hostile_test.go holds the corpus.
 //
 // # Ordering traps that do not arise here
 //

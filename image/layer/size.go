@@ -51,3 +51,24 @@ func DiskUsage(dir string) (Usage, error) {
 	}
 	return u, nil
 }
+
+// SpaceLimit is the default ApplyOptions.MaxSize for a layer unpacked in
+// dir: the space free on dir's filesystem to unprivileged users (statfs
+// f_bavail, df's "Avail") less a reserve of 1% of the filesystem, at most
+// 1 GiB. A layer that fits on the disk loads, as it would with docker or
+// containerd, which set no limit of their own; a decompression bomb stops
+// with ErrTooLarge before it fills the filesystem for everyone else. The
+// result is at least 1 (0 would mean no limit).
+func SpaceLimit(dir string) (int64, error) {
+	var st syscall.Statfs_t
+	if err := syscall.Statfs(dir, &st); err != nil {
+		return 0, fmt.Errorf("free space of %s: %w", dir, err)
+	}
+	bsize := st.Bsize
+	if st.Frsize > 0 {
+		bsize = st.Frsize
+	}
+	free := int64(st.Bavail) * bsize
+	reserve := min(int64(st.Blocks)*bsize/100, 1<<30)
+	return max(free-reserve, 1), nil
+}

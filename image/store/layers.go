@@ -97,9 +97,22 @@ func (s *Store) newLayer(r io.Reader, parent, want digest.Digest, meta Layer) (l
 	if err != nil {
 		return nil, false, fmt.Errorf("stage layer: %w", err)
 	}
-	st, err := layer.Apply(diff, r, s.applyOptions(split, parent))
+	opts := s.applyOptions(split, parent)
+	opts.MaxSize = s.opts.MaxLayerSize
+	limit := "as given"
+	if opts.MaxSize == 0 {
+		if opts.MaxSize, err = layer.SpaceLimit(stage); err != nil {
+			split.Close()
+			return nil, false, fmt.Errorf("stage layer: %w", err)
+		}
+		limit = "the free space of the store's filesystem less a reserve"
+	}
+	st, err := layer.Apply(diff, r, opts)
 	if cerr := split.Close(); err == nil && cerr != nil {
 		err = fmt.Errorf("stage layer: %w", cerr)
+	}
+	if errors.Is(err, image.ErrTooLarge) {
+		err = fmt.Errorf("%w (the limit: %s)", err, limit)
 	}
 	if err != nil {
 		return nil, false, err

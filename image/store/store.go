@@ -62,6 +62,11 @@ type Options struct {
 	Unionmount string
 	// Progress, when set, is told about loads, saves, imports and commits.
 	Progress Progress
+	// MaxLayerSize is the most bytes one layer may expand to when it is
+	// imported, loaded or committed (layer.ApplyOptions.MaxSize). 0 means
+	// the free space of the store's filesystem less a reserve
+	// (layer.SpaceLimit), measured as each layer starts.
+	MaxLayerSize int64
 }
 
 // Store is an opened store directory.
@@ -80,6 +85,15 @@ func Open(opts Options) (*Store, error) {
 		if err := os.MkdirAll(filepath.Join(root, d), 0o700); err != nil {
 			return nil, fmt.Errorf("open store %s: %w", root, err)
 		}
+	}
+	// The root stays private even when it existed before: a layer may
+	// hold setuid files, and a host user who could traverse to
+	// layers/ID/diff (chain IDs of public images are known) could run
+	// them (docker's CVE-2021-41091). Containers reach their files
+	// through the union and their volumes through bind mounts, both
+	// made by root, so nothing needs more.
+	if err := os.Chmod(root, 0o700); err != nil {
+		return nil, fmt.Errorf("open store %s: make it private: %w", root, err)
 	}
 	// Mount points show resolved in /proc/self/mountinfo.
 	if r, err := filepath.EvalSymlinks(root); err == nil {
