@@ -25,8 +25,9 @@
 //
 // Overlayfs leaves changes to a lower layer while mounted undefined.
 // TestLowerChangedUnderneath checks that they never hang or crash the
-// daemon and logs what the mount shows (with --timeout 0; with the default
-// one-hour timeout the kernel may keep showing cached attributes):
+// daemon, and that the mount shows what follows, step by step (with
+// --timeout 0; with the default one-hour timeout the kernel may keep
+// showing cached attributes):
 //
 //   - A removed lower directory and its children give ENOENT to stat,
 //     open, readdir, create in it and copy-up; a descriptor opened before
@@ -35,13 +36,13 @@
 //   - A file replaced by a directory, or the reverse, shows its new type at
 //     once (EISDIR, ENOTDIR); a rewritten lower file shows its new size and
 //     data, and copies up what is there now.
-//   - The whole lower renamed away: data keeps coming through the layer's
-//     directory descriptor, but xattr calls go by the layer's path (ENOENT;
-//     with another directory at that path, its xattrs: the path-based xattr
-//     calls are a known bug, see TestXattrCallsDoNotFollowSymlinks).
-//   - The whole lower removed: its entries give ENOENT; with the lookup
-//     cache on, a listing of the root still shows the removed names (the
-//     cache trusts lowers not to change); the upper keeps working.
+//   - The whole lower renamed away: data and xattrs keep coming through
+//     the layer's directory descriptor; another directory put at the old
+//     path is not consulted.
+//   - The whole lower removed: its entries give ENOENT; a listing of the
+//     root still shows the removed names with the lookup cache on (it
+//     trusts lowers not to change) and fails with ENOENT without it; the
+//     upper keeps working.
 //
 // # Processes
 //

@@ -10,6 +10,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"sort"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -536,6 +537,7 @@ func TestLowerChangedUnderneath(t *testing.T) {
 			list := func(rel string) func() (string, error) {
 				return func() (string, error) {
 					names, err := readNames(m(rel))
+					sort.Strings(names)
 					return strings.Join(names, ","), err
 				}
 			}
@@ -643,6 +645,54 @@ func TestLowerChangedUnderneath(t *testing.T) {
 			})
 			try("lower removed: read new", read("fresh"))
 			t.Logf("%s: what the mount showed:\n  %s", c.name, strings.Join(observed, "\n  "))
+
+			// What doc.go and docs/semantics.md promise, step by step.
+			rootAfterRemoval := "ENOENT" // without the cache the merge has no layer to read
+			if c.args == nil {
+				rootAfterRemoval = "ok gone,grow,keep,swap,swapdir" // the cache trusts lowers not to change
+			}
+			want := [][2]string{
+				{"removed dir: stat", "ENOENT"},
+				{"removed dir: list", "ENOENT"},
+				{"removed dir: stat child", "ENOENT"},
+				{"removed dir: read child", `ENOENT ""`},
+				{"removed dir: read open fd", `ok "b, opened before the removal\n"`},
+				{"removed dir: list open handle", "ENOENT"},
+				{"removed dir: create in it", "ENOENT"},
+				{"removed dir: write child", "ENOENT"},
+				{"removed dir: unlink child", "ENOENT"},
+				{"removed dir: rmdir", "ok"}, // os.RemoveAll of what is gone
+				{"removed dir: stat again", "ENOENT"},
+				{"file became dir: stat", "ok drwxr-xr-x size 4096"},
+				{"file became dir: read", `EISDIR ""`},
+				{"file became dir: list", "ok"},
+				{"file became dir: write", "EISDIR"},
+				{"dir became file: stat", "ok -rw-r--r-- size 11"},
+				{"dir became file: list", "ENOTDIR"},
+				{"dir became file: stat child", "ENOTDIR"},
+				{"dir became file: read", `ok "now a file\n"`},
+				{"file rewritten: stat", "ok -rw-r--r-- size 700"},
+				{"file rewritten: read", "ok 700 bytes"},
+				{"file rewritten: copy-up", "ok"},
+				{"lower moved: stat", "ok -rw-r--r-- size 2"},
+				{"lower moved: read", `ok "k\n"`},
+				{"lower moved: getxattr", "ok lower"},
+				{"lower path reused: getxattr", "ok lower"}, // the layer's descriptor, not its path
+				{"lower path reused: list keep", "ok k"},
+				{"lower removed: list root", rootAfterRemoval},
+				{"lower removed: stat", "ENOENT"},
+				{"lower removed: read", `ENOENT ""`},
+				{"lower removed: create", "ok"},
+				{"lower removed: read new", `ok "f"`},
+			}
+			if len(observed) != len(want) {
+				t.Fatalf("%d steps observed, %d expected", len(observed), len(want))
+			}
+			for i, w := range want {
+				if exp := fmt.Sprintf("%-34s %s", w[0], w[1]); observed[i] != exp {
+					t.Errorf("%s: got %q, want %q", w[0], strings.TrimSpace(observed[i][34:]), w[1])
+				}
+			}
 			fb.Close()
 			dh.Close()
 			if err := u.Unmount(); err != nil {
