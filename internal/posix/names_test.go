@@ -315,7 +315,7 @@ func TestLongPathBelowMount(t *testing.T) {
 				t.Fatal(err)
 			}
 			if len(mnt)+1+len(rel)+len("/file") >= unix.PathMax {
-				t.Fatalf("temp dir %s too long for the test's paths", mnt)
+				t.Skipf("temp dir %s is too long for paths just under PATH_MAX through it: set a shorter TMPDIR", mnt)
 			}
 			// The layers live 7 directories of 256 bytes below base.
 			deepSegs := make([]string, 7)
