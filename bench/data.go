@@ -4,7 +4,6 @@ import (
 	"errors"
 	"fmt"
 	"hash/fnv"
-	"io"
 	"io/fs"
 	"math/rand/v2"
 	"os"
@@ -15,7 +14,7 @@ import (
 
 // dataVersion changes whenever a generator changes what it writes, so that
 // data kept from an older unionbench is rebuilt.
-const dataVersion = 1
+const dataVersion = 2
 
 // Dataset is a stack of layers generated from the seed. It is built once
 // into DATA/ds/NAME-HASH (HASH covers the seed and the parameters) and kept
@@ -40,7 +39,11 @@ func (d *Dataset) Merged() string { return filepath.Join(d.dir, "merged") }
 // parameters is already there.
 func (d *Dataset) prepare(env *Env) error {
 	h := fnv.New64a()
-	fmt.Fprintf(h, "v%d seed=%d %s %s layers=%d", dataVersion, env.Cfg.Seed, d.Name, d.Params, d.Layers)
+	owner := "root"
+	if env.owner != nil {
+		owner = fmt.Sprintf("%d:%d", env.owner.UID, env.owner.GID)
+	}
+	fmt.Fprintf(h, "v%d seed=%d %s %s layers=%d owner=%s", dataVersion, env.Cfg.Seed, d.Name, d.Params, d.Layers, owner)
 	base := filepath.Join(env.data, "ds")
 	d.dir = filepath.Join(base, fmt.Sprintf("%s-%016x", d.Name, h.Sum64()))
 	if _, err := os.Stat(filepath.Join(d.dir, "complete")); err == nil {
@@ -65,6 +68,11 @@ func (d *Dataset) prepare(env *Env) error {
 	}
 	if err := mergeLayers(d); err != nil {
 		return fmt.Errorf("dataset %s: merged copy: %w", d.Name, err)
+	}
+	if env.owner != nil {
+		if err := chownTree(d.dir, env.owner); err != nil {
+			return fmt.Errorf("dataset %s: %w", d.Name, err)
+		}
 	}
 	return os.WriteFile(filepath.Join(d.dir, "complete"), []byte(d.Params+"\n"), 0o644)
 }
@@ -155,17 +163,31 @@ func mergeLayers(d *Dataset) error {
 	return nil
 }
 
+// chownTree gives every entry below dir (dir included) to id: the layers
+// belong to the user of the rootless drivers, as a user's image does, and
+// root-run drivers, for which owners change nothing, mount the same ones.
+func chownTree(dir string, id *Identity) error {
+	return filepath.WalkDir(dir, func(p string, _ fs.DirEntry, err error) error {
+		if err != nil {
+			return err
+		}
+		return os.Lchown(p, id.UID, id.GID)
+	})
+}
+
 // tarOnce makes DATA/NAME.tar from the directory src (its last element
 // becomes the tar's top directory) unless it is already there.
 func tarOnce(env *Env, src string) (string, error) {
+	fi, err := os.Stat(src)
+	if err != nil {
+		return "", fmt.Errorf("source tree for the real-tree case: %w (set --go-src)", err)
+	}
+	// A new Go installation is a new directory: its time renames the tar.
 	h := fnv.New64a()
-	io.WriteString(h, src)
+	fmt.Fprintf(h, "%s %d", src, fi.ModTime().UnixNano())
 	out := filepath.Join(env.data, fmt.Sprintf("tree-%s-%016x.tar", filepath.Base(src), h.Sum64()))
 	if _, err := os.Stat(out); err == nil {
 		return out, nil
-	}
-	if _, err := os.Stat(src); err != nil {
-		return "", fmt.Errorf("source tree for the real-tree case: %w (set --go-src)", err)
 	}
 	tmp := out + ".tmp"
 	if err := runTool("tar", "-C", filepath.Dir(src), "-cf", tmp, filepath.Base(src)); err != nil {

@@ -5,9 +5,11 @@
 //
 //   - A Driver mounts a Stack (read-only lowers, an empty upper and a
 //     workdir) one way: a plain directory holding the merged content (the
-//     physical limit), kernel overlayfs, unionmount, fuse-overlayfs,
-//     unionfs-fuse. Each driver is one file (driver_*.go); one that cannot
-//     run here says why and is reported as skipped.
+//     physical limit), kernel overlayfs (as root and in a user namespace),
+//     unionmount (as root, without passthrough, and as a user),
+//     fuse-overlayfs, unionfs-fuse. Each driver is one file (driver_*.go);
+//     one that cannot run here says why and is reported as skipped. A mount
+//     may name the user the workload runs as (the rootless one does).
 //   - A Dataset is a set of layers generated from a fixed seed, built once
 //     into the data directory and reused while its parameters stay the same.
 //   - A Case is one scenario: a dataset to mount and the timed work to do in
@@ -21,5 +23,6 @@
 // that drift on a shared machine hits every driver alike, and the report
 // gives medians, spread and ratios to kernel overlayfs and to
 // fuse-overlayfs. All I/O runs in this process or in tools it starts (tar,
-// grep, chown, rm), never in a FUSE daemon's process.
+// grep, chown, rm), never in a FUSE daemon's process: as root, or as the
+// mount's user, with that user's fsuid on a locked thread (asUser).
 package bench

@@ -43,20 +43,17 @@ type Driver interface {
 	Mount(env *Env, st Stack, mnt string) (*Mount, error)
 }
 
-// optIn is implemented by drivers that run only when named in --drivers;
-// the reason says why they are left out of the default set.
-type optIn interface {
-	OptIn() string
-}
-
 // Mount is one mounted stack.
 type Mount struct {
 	// Dir is the merged view: the mount point, or a plain directory.
 	Dir string
 	// daemon serves a FUSE mount; nil for the kernel and the plain driver.
 	daemon *daemon
-	// unmount undoes a mount that has no daemon.
+	// unmount undoes a mount that has no daemon, or what a daemon's mount
+	// needed besides it (run after the daemon has exited).
 	unmount func() error
+	// as is the user the workload runs as on this mount; nil for root.
+	as *Identity
 }
 
 // PID is the FUSE daemon's process id, 0 when there is none.
@@ -69,13 +66,14 @@ func (m *Mount) PID() int {
 
 // Unmount unmounts and, for a FUSE mount, waits for the daemon to exit.
 func (m *Mount) Unmount() error {
+	var err error
 	if m.daemon != nil {
-		return m.daemon.stop()
+		err = m.daemon.stop()
 	}
 	if m.unmount != nil {
-		return m.unmount()
+		err = errors.Join(err, m.unmount())
 	}
-	return nil
+	return err
 }
 
 // drivers holds every registered driver in report order.
@@ -92,13 +90,20 @@ func Drivers() []string {
 	return names
 }
 
-// driverList returns the drivers in report order: the baselines first.
+// driverList returns the drivers in report order: the baselines first, a
+// driver not named here last.
 func driverList() []Driver {
-	order := map[string]int{"plain": 0, "kernel": 1, "fuse-overlayfs": 2, "unionmount": 3,
-		"unionmount-nopassthrough": 4, "unionfs-fuse": 5}
+	order := map[string]int{"plain": 1, "kernel": 2, "kernel-userns": 3, "fuse-overlayfs": 4, "unionmount": 5,
+		"unionmount-nopassthrough": 6, "unionmount-rootless": 7, "unionfs-fuse": 8}
+	rank := func(d Driver) int {
+		if r, ok := order[d.Name()]; ok {
+			return r
+		}
+		return len(order) + 1
+	}
 	out := append([]Driver(nil), drivers...)
 	for i := 1; i < len(out); i++ {
-		for j := i; j > 0 && order[out[j].Name()] < order[out[j-1].Name()]; j-- {
+		for j := i; j > 0 && rank(out[j]) < rank(out[j-1]); j-- {
 			out[j], out[j-1] = out[j-1], out[j]
 		}
 	}

@@ -232,19 +232,19 @@ func churn(r *Run, n int) error {
 func goTree(r *Run, tarPath, top string) error {
 	dir := r.Path("w")
 	if err := r.Time(Sample{Metric: "untar"}, func(s *Sample) error {
-		return runTool("tar", "-xf", tarPath, "-C", dir)
+		return r.tool("tar", "-xf", tarPath, "-C", dir)
 	}); err != nil {
 		return err
 	}
 	if err := r.Time(Sample{Metric: "grep -r"}, func(s *Sample) error {
-		n, err := grepCount(dir + "/" + top)
+		n, err := grepCount(r.command("grep", "-r", "-l", "-F", "func (", dir+"/"+top))
 		s.Check = fmt.Sprintf("%d files match", n)
 		return err
 	}); err != nil {
 		return err
 	}
 	return r.Time(Sample{Metric: "rm -rf"}, func(s *Sample) error {
-		if err := runTool("rm", "-rf", dir+"/"+top); err != nil {
+		if err := r.tool("rm", "-rf", dir+"/"+top); err != nil {
 			return err
 		}
 		left, err := statDir(dir)
@@ -253,9 +253,8 @@ func goTree(r *Run, tarPath, top string) error {
 	})
 }
 
-// grepCount runs grep -r -l for a common Go word and counts matching files.
-func grepCount(dir string) (int, error) {
-	cmd := exec.Command("grep", "-r", "-l", "-F", "func (", dir)
+// grepCount runs a grep -l and counts the files it names.
+func grepCount(cmd *exec.Cmd) (int, error) {
 	out, err := cmd.StdoutPipe()
 	if err != nil {
 		return 0, err
@@ -277,7 +276,7 @@ func grepCount(dir string) (int, error) {
 		err = nil // no match is an answer, not a failure
 	}
 	if err != nil {
-		return n, fmt.Errorf("grep -r %s: %v: %s", dir, err, strings.TrimSpace(stderr.String()))
+		return n, fmt.Errorf("%s: %v: %s", strings.Join(cmd.Args, " "), err, strings.TrimSpace(stderr.String()))
 	}
 	return n, nil
 }

@@ -7,9 +7,13 @@ import (
 	"io"
 	"os"
 	"os/exec"
+	"os/user"
 	"path/filepath"
+	"runtime"
+	"strconv"
 	"strings"
 	"sync"
+	"syscall"
 	"time"
 
 	"golang.org/x/sys/unix"
@@ -23,9 +27,37 @@ type Env struct {
 	scratch string // per-run upper, work and mount point live here
 	logs    string // daemon logs
 
+	// owner owns the generated data: the user of the rootless drivers
+	// (Config.User), so that they can write where root-run drivers do.
+	// nil when that user does not exist here.
+	owner    *Identity
+	ownerErr error
+
 	umOnce sync.Once
 	umBin  string
 	umErr  error
+}
+
+// Identity is a user the workload runs as.
+type Identity struct {
+	Name     string
+	UID, GID int
+}
+
+func (id *Identity) String() string { return fmt.Sprintf("%s (%d:%d)", id.Name, id.UID, id.GID) }
+
+// lookupIdentity finds a user by name.
+func lookupIdentity(name string) (*Identity, error) {
+	u, err := user.Lookup(name)
+	if err != nil {
+		return nil, fmt.Errorf("user %q: %w; pass --user with an existing non-root user", name, err)
+	}
+	uid, _ := strconv.Atoi(u.Uid)
+	gid, _ := strconv.Atoi(u.Gid)
+	if uid == 0 {
+		return nil, fmt.Errorf("user %q is root; pass --user with a non-root user", name)
+	}
+	return &Identity{Name: name, UID: uid, GID: gid}, nil
 }
 
 // unionmountBin finds bin/unionmount: the flag, else beside this program,
@@ -92,8 +124,34 @@ type Run struct {
 	Stack Stack
 	Data  *Dataset
 
+	// as is the user the workload runs as; nil for root.
+	as      *Identity
 	pid     int
 	samples []Sample
+}
+
+// Owner is the user and group ids that the workload's chown gives files:
+// 1000:1000 as root; a user can only give files to itself.
+func (r *Run) Owner() (uid, gid int) {
+	if r.as != nil {
+		return r.as.UID, r.as.GID
+	}
+	return 1000, 1000
+}
+
+// command is a tool started by the workload: as the workload's user.
+func (r *Run) command(name string, args ...string) *exec.Cmd {
+	cmd := exec.Command(name, args...)
+	if r.as != nil {
+		cmd.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: uint32(r.as.UID), Gid: uint32(r.as.GID)}}
+	}
+	return cmd
+}
+
+// tool runs a program as the workload's user and turns a failure into an
+// error with its output.
+func (r *Run) tool(name string, args ...string) error {
+	return toolErr(r.command(name, args...))
 }
 
 // Time runs fn as the timed section s. fn may fill s.Ops, s.Bytes, s.Check.
@@ -178,6 +236,7 @@ func Measure(ctx context.Context, cfg Config, progress io.Writer) (*Results, err
 	if err := os.RemoveAll(filepath.Join(env.scratch, "trash")); err != nil {
 		return nil, fmt.Errorf("clean scratch: %w", err)
 	}
+	env.owner, env.ownerErr = lookupIdentity(cfg.User)
 	res := &Results{Config: cfg, Machine: probeMachine(), Started: time.Now()}
 	res.Machine.DataFS = fsType(data)
 	p := newProgress(progress)
@@ -198,13 +257,6 @@ func Measure(ctx context.Context, cfg Config, progress io.Writer) (*Results, err
 			continue
 		}
 		st := DriverStatus{Name: d.Name(), Version: d.Version(env)}
-		if o, ok := d.(optIn); ok && len(cfg.Drivers) == 0 {
-			if d.Check(env) == nil {
-				st.Skipped = o.OptIn()
-				res.Drivers = append(res.Drivers, st)
-				continue
-			}
-		}
 		if err := d.Check(env); err != nil {
 			st.Skipped = err.Error()
 		} else {
@@ -251,14 +303,12 @@ func Measure(ctx context.Context, cfg Config, progress io.Writer) (*Results, err
 	step := 0
 	for _, c := range cases {
 		for rep := 0; rep < cfg.Reps; rep++ {
-			// Rotate the order each repetition: A B C, B C A, C A B.
-			for i := range active {
+			for _, d := range interleave(active, rep) {
 				if err := ctx.Err(); err != nil {
 					res.Duration = time.Since(res.Started)
 					p.done()
 					return res, err
 				}
-				d := active[(i+rep)%len(active)]
 				step++
 				p.step(step, total, "%s rep %d/%d %s", c.Name, rep+1, cfg.Reps, d.Name())
 				rr := runOne(env, c, d)
@@ -281,11 +331,25 @@ func Measure(ctx context.Context, cfg Config, progress io.Writer) (*Results, err
 	return res, nil
 }
 
+// interleave is the order the drivers run in for repetition rep: all of
+// them one after another, the start rotated by one each repetition (A B C,
+// B C A, C A B), so that over as many repetitions as drivers each driver
+// runs once in each position and drift on the machine hits all alike.
+func interleave[T any](drivers []T, rep int) []T {
+	n := len(drivers)
+	out := make([]T, 0, n)
+	for i := range n {
+		out = append(out, drivers[(i+rep)%n])
+	}
+	return out
+}
+
 // runOne mounts c's stack with d, runs it and unmounts.
 func runOne(env *Env, c *Case, d Driver) (rr RunResult) {
 	rr = RunResult{Case: c.Name, Group: c.Group, Driver: d.Name()}
 	dir := filepath.Join(env.scratch, d.Name())
 	forceUnmount(filepath.Join(dir, "mnt"))
+	forceUnmount(dir)
 	if err := os.RemoveAll(dir); err != nil {
 		rr.Err = fmt.Sprintf("clean scratch: %v", err)
 		return rr
@@ -331,8 +395,8 @@ func runOne(env *Env, c *Case, d Driver) (rr RunResult) {
 	if !c.Cold && !env.Cfg.Quick {
 		unix.Sync()
 	}
-	r := &Run{Env: env, Dir: m.Dir, Stack: st, Data: c.Data, pid: m.PID()}
-	runErr := c.Run(r)
+	r := &Run{Env: env, Dir: m.Dir, Stack: st, Data: c.Data, as: m.as, pid: m.PID()}
+	runErr := asUser(m.as, func() error { return c.Run(r) })
 	rr.Samples = r.samples
 	if pid := m.PID(); pid != 0 {
 		rr.PeakRSS, _ = procPeakRSS(pid)
@@ -360,15 +424,52 @@ func dropCaches() error {
 
 // runTool runs a program and turns a failure into an error with its output.
 func runTool(name string, args ...string) error {
-	out, err := exec.Command(name, args...).CombinedOutput()
+	return toolErr(exec.Command(name, args...))
+}
+
+func toolErr(cmd *exec.Cmd) error {
+	out, err := cmd.CombinedOutput()
 	if err != nil {
 		s := strings.TrimSpace(string(out))
 		if len(s) > 300 {
 			s = s[:300] + "..."
 		}
-		return fmt.Errorf("%s %s: %v: %s", name, strings.Join(args, " "), err, s)
+		return fmt.Errorf("%s: %v: %s", strings.Join(cmd.Args, " "), err, s)
 	}
 	return nil
+}
+
+// asUser runs fn with the filesystem identity of id (nil: as we are): the
+// goroutine is locked to its thread, which takes id's fsuid and fsgid and
+// no supplementary groups, so that every file system call fn makes (and
+// what FUSE tells the daemon) is id's, without its root capabilities over
+// files. The thread gets root's identity back before it is unlocked.
+func asUser(id *Identity, fn func() error) error {
+	if id == nil {
+		return fn()
+	}
+	runtime.LockOSThread()
+	defer runtime.UnlockOSThread()
+	groups, err := unix.Getgroups()
+	if err != nil {
+		return fmt.Errorf("getgroups: %w", err)
+	}
+	// x/sys/unix makes these calls for this thread only (the syscall
+	// package would make them for every thread).
+	if err := unix.Setgroups(nil); err != nil {
+		return fmt.Errorf("setgroups: %w", err)
+	}
+	unix.Setfsgid(id.GID)
+	unix.Setfsuid(id.UID)
+	defer func() {
+		unix.Setfsuid(0)
+		unix.Setfsgid(0)
+		unix.Setgroups(groups)
+	}()
+	if uid, _ := unix.SetfsuidRetUid(-1); uid != id.UID {
+		return fmt.Errorf("setfsuid %d: still %d", id.UID, uid)
+	}
+	return fn()
 }
 
 // selector returns a filter for a list of names; an empty list takes all.

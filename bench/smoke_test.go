@@ -2,6 +2,7 @@ package bench
 
 import (
 	"context"
+	"encoding/csv"
 	"encoding/json"
 	"encoding/xml"
 	"errors"
@@ -9,15 +10,19 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
 )
 
-// TestQuickSmoke runs the quick mode end to end, as CI does: real mounts of
-// every driver available here, the report and the charts written into a
-// temporary directory. It checks that the tool works and that the files
-// are well formed; it never asserts a speed.
+// TestQuickSmoke runs the built `unionbench --quick` end to end, as CI
+// does: real mounts of the baselines and of unionmount with and without
+// passthrough, the report and the charts written into a temporary
+// directory, then a second, one-case run for the CSV output. It checks that
+// the command works and that its files are well formed; it never asserts a
+// speed.
 func TestQuickSmoke(t *testing.T) {
 	if os.Geteuid() != 0 {
 		t.Skip("needs root: kernel overlayfs mounts, /dev/fuse and dropping caches")
@@ -25,38 +30,61 @@ func TestQuickSmoke(t *testing.T) {
 	if err := needFUSE(); err != nil {
 		t.Skipf("no FUSE: %v", err)
 	}
-	bin := os.Getenv("UNIONMOUNT_BIN")
-	if bin == "" {
-		bin = filepath.Join(t.TempDir(), "unionmount")
-		out, err := exec.Command("go", "build", "-o", bin, "../cmd/unionmount").CombinedOutput()
-		if err != nil {
+	bins := t.TempDir()
+	unionbench := filepath.Join(bins, "unionbench")
+	if out, err := exec.Command("go", "build", "-o", unionbench, "../cmd/unionbench").CombinedOutput(); err != nil {
+		t.Fatalf("build unionbench: %v\n%s", err, out)
+	}
+	unionmount := os.Getenv("UNIONMOUNT_BIN")
+	if unionmount == "" {
+		unionmount = filepath.Join(bins, "unionmount")
+		if out, err := exec.Command("go", "build", "-o", unionmount, "../cmd/unionmount").CombinedOutput(); err != nil {
 			t.Fatalf("build unionmount: %v\n%s", err, out)
 		}
 	}
-
-	cfg := QuickConfig()
 	tmp := t.TempDir()
-	cfg.DataDir = filepath.Join(tmp, "data")
-	cfg.OutDir = filepath.Join(tmp, "out")
-	cfg.UnionmountBin = bin
-	cfg.Format = "json"
-	// The baselines and our default driver keep it well under CI's budget;
-	// make bench-quick runs every driver.
-	cfg.Drivers = []string{"plain", "kernel", "fuse-overlayfs", "unionmount"}
-	ctx, cancel := context.WithTimeout(context.Background(), 80*time.Second)
-	defer cancel()
-	start := time.Now()
-	res, err := Measure(ctx, cfg, testLog{t})
-	if err != nil {
-		t.Fatalf("quick run: %v", err)
+	// The rootless drivers' daemon runs as another user: it must reach the
+	// data (t.TempDir is 0700).
+	if err := os.Chmod(filepath.Dir(tmp), 0o755); err != nil {
+		t.Fatal(err)
 	}
-	t.Logf("quick run took %s", time.Since(start).Round(time.Millisecond))
-	files, err := Write(res, cfg.OutDir)
+	if err := os.Chmod(tmp, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	data, out := filepath.Join(tmp, "data"), filepath.Join(tmp, "out")
+
+	// Every driver but unionfs-fuse (not installed by scripts/install-deps.sh).
+	drivers := []string{"plain", "kernel", "kernel-userns", "fuse-overlayfs", "unionmount", "unionmount-nopassthrough", "unionmount-rootless"}
+	ours := []string{"plain", "kernel", "kernel-userns", "unionmount", "unionmount-nopassthrough", "unionmount-rootless"}
+	stdout := runUnionbench(t, unionbench, "--quick", "--data", data, "--out", out, "--format", "json",
+		"--unionmount", unionmount, "--drivers", strings.Join(drivers, ","))
+	var written []string
+	for _, l := range strings.Split(strings.TrimSpace(stdout), "\n") {
+		written = append(written, filepath.Base(l))
+	}
+	for _, want := range []string{"report.md", "results.json", "metadata.svg"} {
+		if !slices.Contains(written, want) {
+			t.Errorf("stdout names %v, not %s", written, want)
+		}
+	}
+
+	b, err := os.ReadFile(filepath.Join(out, "results.json"))
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Logf("wrote %s", strings.Join(files, " "))
-
+	var res struct {
+		Config  Config         `json:"config"`
+		Drivers []DriverStatus `json:"drivers"`
+		Skipped []CaseStatus   `json:"skipped_cases"`
+		Runs    []RunResult    `json:"runs"`
+		Summary []Row          `json:"summary"`
+	}
+	if err := json.Unmarshal(b, &res); err != nil {
+		t.Fatalf("results.json: %v", err)
+	}
+	if !res.Config.Quick || res.Config.Reps != 1 || res.Config.Sizes.TreeFiles != QuickConfig().Sizes.TreeFiles {
+		t.Errorf("results.json config is not the quick one: quick=%v reps=%d tree=%d", res.Config.Quick, res.Config.Reps, res.Config.Sizes.TreeFiles)
+	}
 	ran := map[string]bool{}
 	for _, d := range res.Drivers {
 		if d.Skipped != "" {
@@ -65,43 +93,55 @@ func TestQuickSmoke(t *testing.T) {
 		}
 		ran[d.Name] = true
 	}
-	for _, must := range []string{"plain", "kernel", "unionmount"} {
-		if !ran[must] {
-			t.Errorf("driver %s did not run", must)
+	for _, d := range res.Drivers {
+		if d.Skipped != "" && slices.Contains(ours, d.Name) {
+			t.Errorf("driver %s did not run: %s", d.Name, d.Skipped)
 		}
 	}
 	for _, c := range res.Skipped {
 		t.Logf("case %s skipped: %s", c.Name, c.Skipped)
 	}
-	// Our own driver must get through every case; the others are logged.
+	// Our own drivers and the kernel must get through every case; the
+	// others are logged.
+	perDriver := map[string]int{}
 	for _, r := range res.Runs {
+		perDriver[r.Driver]++
 		if r.Err == "" {
 			continue
 		}
-		if strings.HasPrefix(r.Driver, "unionmount") || r.Driver == "kernel" || r.Driver == "plain" {
+		if slices.Contains(ours, r.Driver) {
 			t.Errorf("%s on %s: %s", r.Case, r.Driver, r.Err)
 		} else {
 			t.Logf("%s on %s: %s", r.Case, r.Driver, r.Err)
 		}
 	}
-	rows := Summarize(res)
-	for _, r := range rows {
-		if mm := r.Mismatch([]string{"plain", "kernel", "unionmount", "unionmount-nopassthrough"}); mm != "" {
+	cases := len(Cases(res.Config.Sizes)) - len(res.Skipped)
+	for d := range ran {
+		if perDriver[d] != cases {
+			t.Errorf("driver %s ran %d cases, want %d", d, perDriver[d], cases)
+		}
+	}
+	if len(res.Summary) == 0 {
+		t.Fatal("results.json has no summary rows")
+	}
+	for _, r := range res.Summary {
+		if mm := r.Mismatch(ours); mm != "" {
 			t.Errorf("%s: results differ: %s", r.Metric, mm)
 		}
 	}
 
-	report, err := os.ReadFile(filepath.Join(cfg.OutDir, "report.md"))
+	report, err := os.ReadFile(filepath.Join(out, "report.md"))
 	if err != nil {
 		t.Fatal(err)
 	}
-	for _, want := range []string{"# unionbench results", "## Ratios to kernel overlayfs", "walk cold", "copy-up"} {
+	for _, want := range []string{"# unionbench results", "(quick mode", "## Ratios to kernel overlayfs",
+		"## Ratios to fuse-overlayfs", "| unionmount-nopassthrough |", "| unionmount-rootless |", "| kernel-userns |", "walk cold", "copy-up"} {
 		if !strings.Contains(string(report), want) {
 			t.Errorf("report.md lacks %q", want)
 		}
 	}
 	for _, g := range Groups {
-		p := filepath.Join(cfg.OutDir, g.Name+".svg")
+		p := filepath.Join(out, g.Name+".svg")
 		if err := checkSVG(p); err != nil {
 			t.Errorf("%s: %v", p, err)
 		}
@@ -109,20 +149,46 @@ func TestQuickSmoke(t *testing.T) {
 			t.Errorf("report.md does not show %s.svg", g.Name)
 		}
 	}
-	b, err := os.ReadFile(filepath.Join(cfg.OutDir, "results.json"))
+
+	// CSV: one case on two drivers, the data already generated.
+	out2 := filepath.Join(tmp, "out-csv")
+	runUnionbench(t, unionbench, "--quick", "--data", data, "--out", out2, "--format", "csv",
+		"--unionmount", unionmount, "--drivers", "kernel,unionmount", "--cases", "readdir-stat")
+	f, err := os.Open(filepath.Join(out2, "results.csv"))
 	if err != nil {
 		t.Fatal(err)
 	}
-	var parsed struct {
-		Summary []Row       `json:"summary"`
-		Runs    []RunResult `json:"runs"`
+	defer f.Close()
+	recs, err := csv.NewReader(f).ReadAll()
+	if err != nil {
+		t.Fatalf("results.csv: %v", err)
 	}
-	if err := json.Unmarshal(b, &parsed); err != nil {
-		t.Fatalf("results.json: %v", err)
+	if len(recs) != 3 || recs[0][0] != "metric" || recs[1][0] != "readdir+stat" || recs[1][5] != "kernel" || recs[2][5] != "unionmount" {
+		t.Errorf("results.csv: want a header and readdir+stat on kernel and unionmount, got %q", recs)
 	}
-	if len(parsed.Summary) != len(rows) || len(parsed.Runs) != len(res.Runs) {
-		t.Errorf("results.json: %d rows, %d runs; want %d, %d", len(parsed.Summary), len(parsed.Runs), len(rows), len(res.Runs))
+	if len(recs) == 3 && recs[2][14] != "" {
+		if r, err := strconv.ParseFloat(recs[2][14], 64); err != nil || r <= 0 {
+			t.Errorf("results.csv: unionmount's ratio to the kernel %q is not a positive number", recs[2][14])
+		}
 	}
+}
+
+// runUnionbench runs the built command, which must exit 0, and returns its
+// stdout (the files written). Its progress (stderr) goes to the test log.
+func runUnionbench(t *testing.T, bin string, args ...string) string {
+	t.Helper()
+	// Only a hang reaches this; the quick mode takes well under it.
+	ctx, cancel := context.WithTimeout(context.Background(), 4*time.Minute)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, bin, args...)
+	var stdout strings.Builder
+	cmd.Stdout, cmd.Stderr = &stdout, testLog{t}
+	start := time.Now()
+	if err := cmd.Run(); err != nil {
+		t.Fatalf("unionbench %s: %v", strings.Join(args, " "), err)
+	}
+	t.Logf("unionbench %s: %s", strings.Join(args, " "), time.Since(start).Round(time.Millisecond))
+	return stdout.String()
 }
 
 // checkSVG parses a file as XML and checks that its root is an <svg> that
