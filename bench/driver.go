@@ -94,7 +94,7 @@ func Drivers() []string {
 // driver not named here last.
 func driverList() []Driver {
 	order := map[string]int{"plain": 1, "kernel": 2, "kernel-userns": 3, "fuse-overlayfs": 4, "unionmount": 5,
-		"unionmount-nopassthrough": 6, "unionmount-rootless": 7, "unionfs-fuse": 8}
+		"unionmount-nopassthrough": 6, "unionmount-lowerpt": 7, "unionmount-rootless": 8, "unionfs-fuse": 9}
 	rank := func(d Driver) int {
 		if r, ok := order[d.Name()]; ok {
 			return r
