@@ -24,6 +24,7 @@ import (
 	"crypto/sha256"
 	"encoding/binary"
 	"flag"
+	"fmt"
 	"math/rand/v2"
 	"os"
 	"path/filepath"
@@ -148,13 +149,23 @@ func TestKillDuringCopyUp(t *testing.T) {
 }
 
 // TestKillDuringFsyncWrites: every record whose fsync returned is there
-// after the daemon dies and the layers are mounted again.
+// after the daemon dies, the upper's filesystem loses what was not
+// flushed (ext4.crash: a shutdown without writeback, then a journal
+// replay), and the layers are mounted again. Killing the daemon alone
+// would leave every write in the page cache, fsync'd or not.
 func TestKillDuringFsyncWrites(t *testing.T) {
 	fstest.RequireRoot(t)
 	fstest.RequireFUSE(t)
 	rng := rand.New(rand.NewPCG(*seed, 2))
+	fs := newExt4(t)
 	for i := 0; i < *points; i++ {
 		d := newDirs(t)
+		d.upper, d.work = filepath.Join(fs.dir, fmt.Sprintf("upper%d", i)), filepath.Join(fs.dir, fmt.Sprintf("work%d", i))
+		for _, p := range []string{d.upper, d.work} {
+			if err := os.Mkdir(p, 0o755); err != nil {
+				t.Fatal(err)
+			}
+		}
 		// A lower file too, so the first write is a copy-up.
 		if err := os.WriteFile(filepath.Join(d.lower, "log"), record(0), 0o644); err != nil {
 			t.Fatal(err)
@@ -177,6 +188,7 @@ func TestKillDuringFsyncWrites(t *testing.T) {
 				acked = n + 1
 			}
 		})
+		fs.crash(t)
 		u := d.mount(t)
 		emptyWork(t, d)
 		got, err := os.ReadFile(filepath.Join(d.mnt, "log"))
