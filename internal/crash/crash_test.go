@@ -166,6 +166,7 @@ func TestKillDuringFsyncWrites(t *testing.T) {
 				t.Fatal(err)
 			}
 		}
+		fs.sync(t) // the fixture must survive the crash
 		// A lower file too, so the first write is a copy-up.
 		if err := os.WriteFile(filepath.Join(d.lower, "log"), record(0), 0o644); err != nil {
 			t.Fatal(err)

@@ -76,6 +76,19 @@ func (fs *ext4) mount(t *testing.T) {
 	}
 }
 
+// sync makes everything written so far durable (syncfs).
+func (fs *ext4) sync(t *testing.T) {
+	t.Helper()
+	fd, err := unix.Open(fs.dir, unix.O_RDONLY|unix.O_DIRECTORY, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer unix.Close(fd)
+	if err := unix.Syncfs(fd); err != nil {
+		t.Fatalf("syncfs: %v", err)
+	}
+}
+
 // crash shuts the filesystem down without flushing anything, and mounts
 // it again: the state a power cut would leave.
 func (fs *ext4) crash(t *testing.T) {
