@@ -45,6 +45,7 @@ build-race:
 ## test: everything CI runs; integration tests mount the race-enabled daemon
 test: export UNIONMOUNT_BIN := $(BIN)/race/unionmount
 test: export UNIONCTL_BIN := $(BIN)/race/unionctl
+test: export UNIONMOUNT_PLAIN_BIN := $(BIN)/unionmount
 test: deps build build-race vet fmt-check
 	$(GO) test -race -count=1 -timeout 25m ./...
 	GO=$(GO) FUZZTIME=10s bash scripts/fuzz.sh

@@ -515,7 +515,7 @@ func TestMemoryWalk(t *testing.T) {
 		}
 	}
 	t.Logf("made %d lower entries in %v", n, time.Since(start).Round(time.Millisecond))
-	u := l.mountBinary(t, daemonBinary(t, false))
+	u := l.mountBinary(t, plainDaemonBinary(t))
 	before, err := readProcStats(u.Pid)
 	if err != nil {
 		t.Fatal(err)

@@ -183,6 +183,24 @@ func daemonBinary(t testing.TB, race bool) string {
 	if p := os.Getenv("UNIONMOUNT_BIN"); p != "" && !race {
 		return p
 	}
+	return buildDaemon(t, race)
+}
+
+// plainDaemonBinary returns a unionmount built without -race, for
+// measurements of the daemon's memory: $UNIONMOUNT_PLAIN_BIN when set.
+// $UNIONMOUNT_BIN is not used: make test sets it to a race build, whose
+// shadow memory would count as the daemon's.
+func plainDaemonBinary(t testing.TB) string {
+	t.Helper()
+	if p := os.Getenv("UNIONMOUNT_PLAIN_BIN"); p != "" {
+		return p
+	}
+	return buildDaemon(t, false)
+}
+
+// buildDaemon builds each flavour once per test process.
+func buildDaemon(t testing.TB, race bool) string {
+	t.Helper()
 	builds.mu.Lock()
 	defer builds.mu.Unlock()
 	if builds.paths == nil {
