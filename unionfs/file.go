@@ -186,6 +186,14 @@ func (n *node) handle(fd, flags int, upper bool) (fh fs.FileHandle, fuseFlags ui
 		}
 		pt = pt && o.pt
 	}
+	if pt && flags&unix.O_ACCMODE != unix.O_RDONLY && sxid(fd) {
+		// Its writes must reach the daemon to clear setuid/setgid
+		// (killpriv.go), unless a passthrough handle holds the inode.
+		pt = false
+		for o := range n.open {
+			pt = pt || o.pt
+		}
+	}
 	h := &fileHandle{n: n, fd: fd, lower: !upper, flags: flags, pt: pt, ptLower: pt && !upper}
 	if n.open == nil {
 		n.open = make(map[*fileHandle]struct{})
@@ -411,4 +419,10 @@ func asFileHandle(f fs.FileHandle) *fileHandle {
 		return h.fileHandle
 	}
 	return nil
+}
+
+// sxid reports whether the open file has setuid or setgid.
+func sxid(fd int) bool {
+	var st unix.Stat_t
+	return unix.Fstat(fd, &st) == nil && st.Mode&(unix.S_ISUID|unix.S_ISGID) != 0
 }
