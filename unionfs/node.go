@@ -87,13 +87,17 @@ func (n *node) isUpper() bool { return n.copiedUp.Load() }
 // once copied up: a lookup that probed the layers while a copy-up finished
 // saw the lower entry, already stale, and taking it would send writes and
 // xattr changes to the lower layer.
+//
+// The check and the change are one step under mu: checked outside it, a
+// copy-up finishing in between was undone (EBADF on the next write, an
+// xattr set on the lower file).
 func (n *node) setState(top int, dirs []layerDir) bool {
+	n.mu.Lock()
+	defer n.mu.Unlock()
 	if n.u.hasUpper && top != 0 && n.copiedUp.Load() {
 		return false
 	}
-	n.mu.Lock()
 	n.top, n.dirs = top, dirs
-	n.mu.Unlock()
 	if n.u.hasUpper && top == 0 {
 		n.copiedUp.Store(true)
 	}
