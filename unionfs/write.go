@@ -238,6 +238,18 @@ func (n *node) newUpperEntry(ctx context.Context, dfd int, rel, name string, out
 var _ = (fs.NodeCreater)((*node)(nil))
 
 func (n *node) Create(ctx context.Context, name string, flags uint32, mode uint32, out *fuse.EntryOut) (*fs.Inode, fs.FileHandle, uint32, syscall.Errno) {
+	for try := 0; ; try++ {
+		ch, fh, fuseFlags, errno := n.create1(ctx, name, flags, mode, out)
+		// ENXIO: the open met a whiteout (a character device) that a
+		// rename of the name away left after prepareCreate looked: the
+		// name is free again in the merged view, so look again.
+		if errno != syscall.ENXIO || try == 4 {
+			return ch, fh, fuseFlags, errno
+		}
+	}
+}
+
+func (n *node) create1(ctx context.Context, name string, flags uint32, mode uint32, out *fuse.EntryOut) (*fs.Inode, fs.FileHandle, uint32, syscall.Errno) {
 	dfd, rel, wo, err := n.prepareCreate(name)
 	if err != nil {
 		return nil, nil, 0, n.u.errno("create", join(n.rel(), name), err)
@@ -255,6 +267,9 @@ func (n *node) Create(ctx context.Context, name string, flags uint32, mode uint3
 	if err != nil {
 		if fd >= 0 {
 			unix.Close(fd)
+		}
+		if errors.Is(err, unix.ENXIO) {
+			return nil, nil, 0, syscall.ENXIO
 		}
 		return nil, nil, 0, n.u.errno("create", join(rel, name), err)
 	}
