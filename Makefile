@@ -77,7 +77,7 @@ demo: deps build
 bench: deps build
 	$(BIN)/unionbench --out bench/results --format csv
 	$(GO) test -run '^$$' -bench . -benchmem -benchtime 200ms ./unionfs/ ./copyup/ | tee bench/results/gobench.txt
-	$(GO) test -run '^$$' -bench '^BenchmarkCommit' -benchmem -benchtime 200ms ./image/store/ | tee -a bench/results/gobench.txt
+	$(GO) test -run '^$$' -bench '^Benchmark(Commit|Diff)' -benchmem -benchtime 200ms ./image/store/ | tee -a bench/results/gobench.txt
 
 ## bench-quick: the same tool on tiny data, one repetition (< 2 min): a smoke test
 .PHONY: bench-quick
