@@ -43,6 +43,27 @@ type Driver interface {
 	Mount(env *Env, st Stack, mnt string) (*Mount, error)
 }
 
+// optIn is a driver that runs only when --drivers names it; the report
+// lists it as skipped with OptIn's reason otherwise. It keeps make bench
+// inside its time budget.
+type optIn interface {
+	OptIn() string
+}
+
+// caseLimiter is a driver that runs only the cases RunsCase accepts (a
+// variant that changes nothing in the others): its row stays empty there.
+type caseLimiter interface {
+	RunsCase(name string) bool
+}
+
+// runsCase reports whether d runs case c.
+func runsCase(d Driver, c *Case) bool {
+	if l, ok := d.(caseLimiter); ok {
+		return l.RunsCase(c.Name)
+	}
+	return true
+}
+
 // Mount is one mounted stack.
 type Mount struct {
 	// Dir is the merged view: the mount point, or a plain directory.

@@ -11,6 +11,19 @@ import (
 type unionmount struct {
 	name  string
 	extra []string // flags besides the layers
+	cases []string // the cases it runs; nil: all
+}
+
+func (d unionmount) RunsCase(name string) bool {
+	if d.cases == nil {
+		return true
+	}
+	for _, c := range d.cases {
+		if c == name {
+			return true
+		}
+	}
+	return false
 }
 
 func init() {

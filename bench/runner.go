@@ -257,7 +257,9 @@ func Measure(ctx context.Context, cfg Config, progress io.Writer) (*Results, err
 			continue
 		}
 		st := DriverStatus{Name: d.Name(), Version: d.Version(env)}
-		if err := d.Check(env); err != nil {
+		if o, ok := d.(optIn); ok && len(cfg.Drivers) == 0 {
+			st.Skipped = o.OptIn()
+		} else if err := d.Check(env); err != nil {
 			st.Skipped = err.Error()
 		} else {
 			active = append(active, d)
@@ -299,11 +301,24 @@ func Measure(ctx context.Context, cfg Config, progress io.Writer) (*Results, err
 	res.Cases = cases
 	unix.Sync()
 
-	total := len(cases) * cfg.Reps * len(active)
+	total := 0
+	for _, c := range cases {
+		for _, d := range active {
+			if runsCase(d, c) {
+				total += cfg.Reps
+			}
+		}
+	}
 	step := 0
 	for _, c := range cases {
+		var here []Driver
+		for _, d := range active {
+			if runsCase(d, c) {
+				here = append(here, d)
+			}
+		}
 		for rep := 0; rep < cfg.Reps; rep++ {
-			for _, d := range interleave(active, rep) {
+			for _, d := range interleave(here, rep) {
 				if err := ctx.Err(); err != nil {
 					res.Duration = time.Since(res.Started)
 					p.done()
