@@ -45,37 +45,45 @@ func commitOnce(b *testing.B, s *Store, c *Container) {
 // same time.
 //
 //	go test ./image/store -run '^$' -bench Commit
-func BenchmarkCommit(b *testing.B) {
+func BenchmarkCommit(b *testing.B) { benchSizes(b, commitOnce) }
+
+// BenchmarkCommitRatio times both sizes in one run, alternately, and
+// reports the ratio of the 10,000-file commit to the 10-file one
+// (ratio/op near 1 means the cost follows the change, not the image).
+func BenchmarkCommitRatio(b *testing.B) { benchRatio(b, commitOnce) }
+
+// benchSizes runs op on a container over a 10-file and a 10,000-file
+// image (one changed file each, imageOfFiles).
+func benchSizes(b *testing.B, op func(*testing.B, *Store, *Container)) {
 	for _, n := range []int{10, 10_000} {
 		b.Run(fmt.Sprintf("files=%d", n), func(b *testing.B) {
 			s := newStore(b)
 			c := imageOfFiles(b, s, n)
 			for b.Loop() {
-				commitOnce(b, s, c)
+				op(b, s, c)
 			}
 		})
 	}
 }
 
-// BenchmarkCommitRatio times both sizes in one run, alternately, and
-// reports the ratio of the 10,000-file commit to the 10-file one
-// (ratio/op near 1 means the cost follows the change, not the image).
-func BenchmarkCommitRatio(b *testing.B) {
+// benchRatio runs op on both sizes alternately and reports the ratio of
+// the big one's time to the small one's.
+func benchRatio(b *testing.B, op func(*testing.B, *Store, *Container)) {
 	s := newStore(b)
 	small := imageOfFiles(b, s, 10)
 	big := imageOfFiles(b, s, 10_000)
 	var tSmall, tBig time.Duration
 	for b.Loop() {
 		t0 := time.Now()
-		commitOnce(b, s, small)
+		op(b, s, small)
 		t1 := time.Now()
-		commitOnce(b, s, big)
+		op(b, s, big)
 		tSmall += t1.Sub(t0)
 		tBig += time.Since(t1)
 	}
 	b.ReportMetric(float64(tBig)/float64(tSmall), "ratio")
-	b.ReportMetric(float64(tSmall.Microseconds())/float64(b.N), "small-µs/op")
-	b.ReportMetric(float64(tBig.Microseconds())/float64(b.N), "big-µs/op")
+	b.ReportMetric(float64(tSmall.Nanoseconds())/float64(b.N)/1e3, "small-µs/op")
+	b.ReportMetric(float64(tBig.Nanoseconds())/float64(b.N)/1e3, "big-µs/op")
 }
 
 // diffOnce diffs the container of imageOfFiles and checks the answer, so
@@ -95,35 +103,7 @@ func diffOnce(b *testing.B, s *Store, c *Container) {
 // the paths it finds there, so both take about the same time.
 //
 //	go test ./image/store -run '^$' -bench Diff
-func BenchmarkDiff(b *testing.B) {
-	for _, n := range []int{10, 10_000} {
-		b.Run(fmt.Sprintf("files=%d", n), func(b *testing.B) {
-			s := newStore(b)
-			c := imageOfFiles(b, s, n)
-			for b.Loop() {
-				diffOnce(b, s, c)
-			}
-		})
-	}
-}
+func BenchmarkDiff(b *testing.B) { benchSizes(b, diffOnce) }
 
-// BenchmarkDiffRatio times both sizes in one run, alternately, and
-// reports the ratio of the 10,000-file diff to the 10-file one (ratio/op
-// near 1: the cost follows the change, not the image).
-func BenchmarkDiffRatio(b *testing.B) {
-	s := newStore(b)
-	small := imageOfFiles(b, s, 10)
-	big := imageOfFiles(b, s, 10_000)
-	var tSmall, tBig time.Duration
-	for b.Loop() {
-		t0 := time.Now()
-		diffOnce(b, s, small)
-		t1 := time.Now()
-		diffOnce(b, s, big)
-		tSmall += t1.Sub(t0)
-		tBig += time.Since(t1)
-	}
-	b.ReportMetric(float64(tBig)/float64(tSmall), "ratio")
-	b.ReportMetric(float64(tSmall.Nanoseconds())/float64(b.N)/1e3, "small-µs/op")
-	b.ReportMetric(float64(tBig.Nanoseconds())/float64(b.N)/1e3, "big-µs/op")
-}
+// BenchmarkDiffRatio is BenchmarkCommitRatio for diff.
+func BenchmarkDiffRatio(b *testing.B) { benchRatio(b, diffOnce) }
