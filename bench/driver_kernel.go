@@ -35,20 +35,29 @@ func (k kernel) Check(env *Env) error {
 	if os.Geteuid() != 0 {
 		return errors.New("needs root (mount -t overlay); run unionbench as root")
 	}
-	dir, err := os.MkdirTemp(env.scratch, "kcheck")
+	if err := trialMount(env, k); err != nil {
+		return fmt.Errorf("trial overlay mount failed (%w); is the overlay module available?", err)
+	}
+	return nil
+}
+
+// trialMount mounts a one-directory stack with d in a scratch directory
+// and unmounts it: the error of the mount, or of its setup.
+func trialMount(env *Env, d Driver) error {
+	dir, err := os.MkdirTemp(env.scratch, "trial")
 	if err != nil {
 		return err
 	}
 	defer os.RemoveAll(dir)
 	st := Stack{Lowers: []string{filepath.Join(dir, "l")}, Upper: filepath.Join(dir, "u"), Work: filepath.Join(dir, "w")}
-	for _, d := range []string{st.Lowers[0], st.Upper, st.Work, filepath.Join(dir, "m")} {
-		if err := os.Mkdir(d, 0o755); err != nil {
+	for _, p := range []string{st.Lowers[0], st.Upper, st.Work, filepath.Join(dir, "m")} {
+		if err := os.Mkdir(p, 0o755); err != nil {
 			return err
 		}
 	}
-	m, err := k.Mount(env, st, filepath.Join(dir, "m"))
+	m, err := d.Mount(env, st, filepath.Join(dir, "m"))
 	if err != nil {
-		return fmt.Errorf("trial overlay mount failed (%w); is the overlay module available?", err)
+		return err
 	}
 	return m.Unmount()
 }
@@ -73,36 +82,57 @@ func (kernel) Mount(_ *Env, st Stack, mnt string) (*Mount, error) {
 }
 
 func mountOverlayFsconfig(st Stack, mnt string) error {
-	fd, err := unix.Fsopen("overlay", unix.FSOPEN_CLOEXEC)
+	mfd, err := overlayFsmount(st, false)
 	if err != nil {
 		return err
+	}
+	defer unix.Close(mfd)
+	return unix.MoveMount(mfd, "", unix.AT_FDCWD, mnt, unix.MOVE_MOUNT_F_EMPTY_PATH)
+}
+
+// overlayFsmount creates the overlay of st with the kernel drivers'
+// options, detached (fsmount), and returns its mount fd. userxattr is the
+// user-namespace flavour (kernel-userns): markers in user.overlay.*, and
+// redirect_dir=nofollow, since userxattr refuses "off" (which follows
+// redirects; the datasets hold none, so "nofollow" changes nothing).
+func overlayFsmount(st Stack, userxattr bool) (int, error) {
+	fd, err := unix.Fsopen("overlay", unix.FSOPEN_CLOEXEC)
+	if err != nil {
+		return -1, err
 	}
 	defer unix.Close(fd)
 	for _, l := range st.Lowers {
 		if err := unix.FsconfigSetString(fd, "lowerdir+", l); err != nil {
-			return fmt.Errorf("lowerdir+ %s: %w", l, err)
+			return -1, fmt.Errorf("lowerdir+ %s: %w", l, err)
 		}
 	}
 	if err := unix.FsconfigSetString(fd, "upperdir", st.Upper); err != nil {
-		return fmt.Errorf("upperdir: %w", err)
+		return -1, fmt.Errorf("upperdir: %w", err)
 	}
 	if err := unix.FsconfigSetString(fd, "workdir", st.Work); err != nil {
-		return fmt.Errorf("workdir: %w", err)
+		return -1, fmt.Errorf("workdir: %w", err)
+	}
+	if userxattr {
+		if err := unix.FsconfigSetFlag(fd, "userxattr"); err != nil {
+			return -1, fmt.Errorf("userxattr: %w", err)
+		}
 	}
 	for _, o := range kernelOptions {
+		if userxattr && o[0] == "redirect_dir" {
+			o[1] = "nofollow"
+		}
 		if err := unix.FsconfigSetString(fd, o[0], o[1]); err != nil {
-			return fmt.Errorf("%s=%s: %w", o[0], o[1], err)
+			return -1, fmt.Errorf("%s=%s: %w", o[0], o[1], err)
 		}
 	}
 	if err := unix.FsconfigCreate(fd); err != nil {
-		return fmt.Errorf("create: %w", err)
+		return -1, fmt.Errorf("create: %w", err)
 	}
 	mfd, err := unix.Fsmount(fd, unix.FSMOUNT_CLOEXEC, 0)
 	if err != nil {
-		return fmt.Errorf("fsmount: %w", err)
+		return -1, fmt.Errorf("fsmount: %w", err)
 	}
-	defer unix.Close(mfd)
-	return unix.MoveMount(mfd, "", unix.AT_FDCWD, mnt, unix.MOVE_MOUNT_F_EMPTY_PATH)
+	return mfd, nil
 }
 
 func mountOverlayData(st Stack, mnt string) error {
