@@ -450,16 +450,11 @@ func TestBadInputLeavesStoreUnchanged(t *testing.T) {
 	// it again).
 	s = imagetest.NewSession(t)
 	s.Must(nil, "images")
-	before := imagetest.StoreFiles(t, s.Root)
 	data, _ := os.ReadFile(archivePath)
 	i := strings.Index(string(data), "content")
 	corrupt := []byte(string(data))
 	corrupt[i] = 'C'
-	cases := map[string]struct {
-		args  []string
-		stdin []byte
-		want  string
-	}{
+	checkRefusals(t, s, map[string]refusal{
 		"escape":      {[]string{"import", "-", "bad:1"}, imagetest.Tar(t, []imagetest.Entry{{Name: "../../etc/x"}}), "unsafe path"},
 		"absolute":    {[]string{"import", "-", "bad:1"}, imagetest.Tar(t, []imagetest.Entry{{Name: "/etc/x"}}), "absolute name"},
 		"duplicate":   {[]string{"import", "-", "bad:1"}, imagetest.Tar(t, []imagetest.Entry{{Name: "a"}, {Name: "a"}}), "named twice"},
@@ -467,16 +462,7 @@ func TestBadInputLeavesStoreUnchanged(t *testing.T) {
 		"truncated":   {[]string{"load"}, data[:len(data)/2], "corrupt or truncated"},
 		"corrupted":   {[]string{"load"}, corrupt, "digest mismatch"},
 		"not archive": {[]string{"load"}, good, "not a docker-archive"},
-	}
-	for name, c := range cases {
-		r := s.Run(c.stdin, c.args...)
-		if r.Code != 1 || !strings.Contains(r.Stderr, c.want) || strings.Count(r.Stderr, "\n") != 1 {
-			t.Errorf("%s: %v\nwant exit 1 and one line with %q", name, r, c.want)
-		}
-		if after := imagetest.StoreFiles(t, s.Root); !slices.Equal(before, after) {
-			t.Errorf("%s: store changed:\nbefore %q\nafter  %q", name, before, after)
-		}
-	}
+	})
 }
 
 // TestInspectDamagedImage: an image whose layer is gone from the store is
@@ -599,5 +585,29 @@ func TestVolumeVerbs(t *testing.T) {
 	}
 	if rows := parseTable(t, s.Must(nil, "volume", "ls").Stdout, "DRIVER", "VOLUME NAME"); len(rows) != 0 {
 		t.Errorf("volume ls after rm: %q", rows)
+	}
+}
+
+// refusal is a command that must fail: exit 1, one line of stderr that
+// holds want.
+type refusal struct {
+	args  []string
+	stdin []byte
+	want  string
+}
+
+// checkRefusals runs each refusal on s and checks that it fails as it
+// should and leaves the store as it was.
+func checkRefusals(t *testing.T, s *imagetest.Session, cases map[string]refusal) {
+	t.Helper()
+	before := imagetest.StoreFiles(t, s.Root)
+	for name, c := range cases {
+		r := s.Run(c.stdin, c.args...)
+		if r.Code != 1 || !strings.Contains(r.Stderr, c.want) || strings.Count(r.Stderr, "\n") != 1 {
+			t.Errorf("%s: %v\nwant exit 1 and one line with %q", name, r, c.want)
+		}
+		if after := imagetest.StoreFiles(t, s.Root); !slices.Equal(before, after) {
+			t.Errorf("%s: store changed:\nbefore %q\nafter  %q", name, before, after)
+		}
 	}
 }

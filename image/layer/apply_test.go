@@ -5,7 +5,6 @@ import (
 	"bytes"
 	"crypto/sha256"
 	"errors"
-	"fmt"
 	"io"
 	"os"
 	"path/filepath"
@@ -258,26 +257,7 @@ func TestTarSplitRoundTrip(t *testing.T) {
 // record says it is incomplete rather than reassemble something else.
 func TestTarSplitSparse(t *testing.T) {
 	// An old GNU sparse entry: 512 bytes of data at offset 0 of a 1 MiB file.
-	var hdr [512]byte
-	copy(hdr[0:], "sparse")
-	copy(hdr[100:], "0000644\x00")
-	copy(hdr[108:], fmt.Sprintf("%07o\x00", os.Getuid()))
-	copy(hdr[116:], fmt.Sprintf("%07o\x00", os.Getgid()))
-	copy(hdr[124:], fmt.Sprintf("%011o\x00", 512))
-	copy(hdr[136:], fmt.Sprintf("%011o\x00", t0.Unix()))
-	hdr[156] = 'S'
-	copy(hdr[257:], "ustar  \x00")
-	copy(hdr[386:], fmt.Sprintf("%011o\x00", 0))   // sparse[0].offset
-	copy(hdr[398:], fmt.Sprintf("%011o\x00", 512)) // sparse[0].numbytes
-	copy(hdr[483:], fmt.Sprintf("%011o\x00", 1<<20))
-	copy(hdr[148:], "        ")
-	sum := 0
-	for _, b := range hdr {
-		sum += int(b)
-	}
-	copy(hdr[148:], fmt.Sprintf("%06o\x00 ", sum))
-	data := append(hdr[:], bytes.Repeat([]byte{'d'}, 512)...)
-	data = append(data, make([]byte, 1024)...)
+	data := gnuSparse(0, 1<<20)
 	var split bytes.Buffer
 	st, err := Apply(t.TempDir(), bytes.NewReader(data), ApplyOptions{Split: &split})
 	if err != nil {

@@ -117,7 +117,11 @@ func TestApplyDeepNesting(t *testing.T) {
 // sparseBomb is an old GNU sparse tar entry of 512 bytes of data at the
 // end of a file of size bytes: a stream of 2.5 KiB that writes size bytes
 // (Go's tar reader gives the holes as zeros).
-func sparseBomb(size int64) []byte {
+func sparseBomb(size int64) []byte { return gnuSparse(size-512, size) }
+
+// gnuSparse is a tar stream of one old GNU sparse entry, "sparse": 512
+// bytes of data at offset of a file of size bytes.
+func gnuSparse(offset, size int64) []byte {
 	var hdr [512]byte
 	copy(hdr[0:], "sparse")
 	copy(hdr[100:], "0000644\x00")
@@ -127,9 +131,9 @@ func sparseBomb(size int64) []byte {
 	copy(hdr[136:], fmt.Sprintf("%011o\x00", t0.Unix()))
 	hdr[156] = 'S'
 	copy(hdr[257:], "ustar  \x00")
-	copy(hdr[386:], fmt.Sprintf("%011o\x00", size-512)) // sparse[0].offset
-	copy(hdr[398:], fmt.Sprintf("%011o\x00", 512))      // sparse[0].numbytes
-	copy(hdr[483:], fmt.Sprintf("%011o\x00", size))     // real size
+	copy(hdr[386:], fmt.Sprintf("%011o\x00", offset)) // sparse[0].offset
+	copy(hdr[398:], fmt.Sprintf("%011o\x00", 512))    // sparse[0].numbytes
+	copy(hdr[483:], fmt.Sprintf("%011o\x00", size))   // real size
 	copy(hdr[148:], "        ")
 	sum := 0
 	for _, b := range hdr {

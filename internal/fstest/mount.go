@@ -706,3 +706,19 @@ func AbortConnection(mnt string) error {
 	}
 	return fmt.Errorf("no mount at %s", mnt)
 }
+
+// WorkLeftovers lists what is in workdir's private subdirectory ("work",
+// unionmount's and the kernel's): nothing once an operation has finished
+// or a mount has cleaned up. A missing subdirectory lists nothing.
+func WorkLeftovers(t testing.TB, workdir string) []string {
+	t.Helper()
+	entries, err := os.ReadDir(filepath.Join(workdir, "work"))
+	if err != nil && !errors.Is(err, os.ErrNotExist) {
+		t.Fatal(err)
+	}
+	var names []string
+	for _, e := range entries {
+		names = append(names, e.Name())
+	}
+	return names
+}

@@ -71,8 +71,7 @@ func inoOf(t *testing.T, p string) uint64 {
 	return st.Ino
 }
 
-// upperFiles lists every non-directory in dir (the upper), and workFiles
-// what is left in the workdir's private "work" subdirectory.
+// upperFiles lists every non-directory in dir (the upper).
 func upperFiles(t *testing.T, dir string) []string {
 	t.Helper()
 	var out []string
@@ -93,17 +92,21 @@ func upperFiles(t *testing.T, dir string) []string {
 	return out
 }
 
-func workFiles(t *testing.T, work string) []string {
+// bigOnSmallUpper mounts tg over a lower holding data as "big", with the
+// upper and workdir on an 8 MiB tmpfs.
+func bigOnSmallUpper(t *testing.T, tg target, data []byte) (lower, upper, work, mnt string) {
 	t.Helper()
-	entries, err := os.ReadDir(filepath.Join(work, "work"))
-	if err != nil && !errors.Is(err, os.ErrNotExist) {
+	base := t.TempDir()
+	d := mkdirs(t, filepath.Join(base, "lower"), filepath.Join(base, "small"), filepath.Join(base, "mnt"))
+	lower, small, mnt := d[0], d[1], d[2]
+	if err := os.WriteFile(filepath.Join(lower, "big"), data, 0o644); err != nil {
 		t.Fatal(err)
 	}
-	var out []string
-	for _, e := range entries {
-		out = append(out, e.Name())
-	}
-	return out
+	mountTmpfs(t, small, "size=8m")
+	d = mkdirs(t, filepath.Join(small, "upper"), filepath.Join(small, "work"))
+	upper, work = d[0], d[1]
+	tg.mount(t, []string{lower}, upper, work, mnt)
+	return lower, upper, work, mnt
 }
 
 // TestTruncateToZeroOfBigLowerFileCopiesNoData: truncate(path, 0) of a
@@ -118,16 +121,7 @@ func TestTruncateToZeroOfBigLowerFileCopiesNoData(t *testing.T) {
 	want := map[bool]string{false: "ok", true: "ENOSPC"}
 	for _, tg := range targets {
 		t.Run(tg.name, func(t *testing.T) {
-			base := t.TempDir()
-			d := mkdirs(t, filepath.Join(base, "lower"), filepath.Join(base, "small"), filepath.Join(base, "mnt"))
-			lower, small, mnt := d[0], d[1], d[2]
-			if err := os.WriteFile(filepath.Join(lower, "big"), big, 0o644); err != nil {
-				t.Fatal(err)
-			}
-			mountTmpfs(t, small, "size=8m")
-			d = mkdirs(t, filepath.Join(small, "upper"), filepath.Join(small, "work"))
-			upper, work := d[0], d[1]
-			tg.mount(t, []string{lower}, upper, work, mnt)
+			lower, upper, work, mnt := bigOnSmallUpper(t, tg, big)
 			p := filepath.Join(mnt, "big")
 			ino := inoOf(t, p)
 			err := unix.Truncate(p, 0)
@@ -147,7 +141,7 @@ func TestTruncateToZeroOfBigLowerFileCopiesNoData(t *testing.T) {
 			if files := upperFiles(t, upper); strings.Join(files, ",") != "big" {
 				t.Errorf("upper holds %q, want just big", files)
 			}
-			if left := workFiles(t, work); len(left) > 0 {
+			if left := fstest.WorkLeftovers(t, work); len(left) > 0 {
 				t.Errorf("workdir holds %q", left)
 			}
 			if b, err := os.ReadFile(filepath.Join(lower, "big")); err != nil || !bytes.Equal(b, big) {
@@ -178,16 +172,7 @@ func TestConcurrentOpenersShareOneCopyUp(t *testing.T) {
 	}
 	for _, tg := range targets {
 		t.Run(tg.name, func(t *testing.T) {
-			base := t.TempDir()
-			d := mkdirs(t, filepath.Join(base, "lower"), filepath.Join(base, "small"), filepath.Join(base, "mnt"))
-			lower, small, mnt := d[0], d[1], d[2]
-			if err := os.WriteFile(filepath.Join(lower, "big"), data, 0o644); err != nil {
-				t.Fatal(err)
-			}
-			mountTmpfs(t, small, "size=8m")
-			d = mkdirs(t, filepath.Join(small, "upper"), filepath.Join(small, "work"))
-			upper, work := d[0], d[1]
-			tg.mount(t, []string{lower}, upper, work, mnt)
+			_, upper, work, mnt := bigOnSmallUpper(t, tg, data)
 			p := filepath.Join(mnt, "big")
 			ino := inoOf(t, p)
 
@@ -266,7 +251,7 @@ func TestConcurrentOpenersShareOneCopyUp(t *testing.T) {
 			if files := upperFiles(t, upper); strings.Join(files, ",") != "big" {
 				t.Errorf("upper holds %q, want just big", files)
 			}
-			if left := workFiles(t, work); len(left) > 0 {
+			if left := fstest.WorkLeftovers(t, work); len(left) > 0 {
 				t.Errorf("workdir holds %q", left)
 			}
 			if now := inoOf(t, p); now != ino {

@@ -112,19 +112,10 @@ func (l layers) mountKernel(t testing.TB) *fstest.KernelMount {
 	return fstest.MountKernelOverlay(t, []string{l.lower}, l.upper, l.work, l.mnt)
 }
 
-// workLeftovers lists what is in the workdir's private subdirectory
-// (unionmount's and the kernel's "work").
+// workLeftovers lists what is in the workdir's private subdirectory.
 func (l layers) workLeftovers(t testing.TB) []string {
 	t.Helper()
-	entries, err := os.ReadDir(filepath.Join(l.work, "work"))
-	if err != nil && !errors.Is(err, os.ErrNotExist) {
-		t.Fatal(err)
-	}
-	var names []string
-	for _, e := range entries {
-		names = append(names, e.Name())
-	}
-	return names
+	return fstest.WorkLeftovers(t, l.work)
 }
 
 // publicTempDir is t.TempDir made reachable by other users (the testing
