@@ -176,7 +176,9 @@ func (n *node) endIO(h *fileHandle) {
 // a cached handle follows its file to the upper after a copy-up, a
 // passthrough one cannot. With it, ok is false when the node has
 // passthrough handles backed by another layer's file (lowerpt.go).
-func (n *node) handle(fd, flags int, upper bool) (fh fs.FileHandle, fuseFlags uint32, ok bool) {
+//
+// mode is the file's mode, for the setuid/setgid rule below.
+func (n *node) handle(fd, flags int, upper bool, mode uint32) (fh fs.FileHandle, fuseFlags uint32, ok bool) {
 	n.ioMu.Lock()
 	pt := n.u.opts.Passthrough && (upper || n.u.opts.LowerPassthrough)
 	for o := range n.open {
@@ -186,7 +188,7 @@ func (n *node) handle(fd, flags int, upper bool) (fh fs.FileHandle, fuseFlags ui
 		}
 		pt = pt && o.pt
 	}
-	if pt && flags&unix.O_ACCMODE != unix.O_RDONLY && sxid(fd) {
+	if pt && flags&unix.O_ACCMODE != unix.O_RDONLY && mode&(unix.S_ISUID|unix.S_ISGID) != 0 {
 		// Its writes must reach the daemon to clear setuid/setgid
 		// (killpriv.go), unless a passthrough handle holds the inode.
 		pt = false
@@ -269,7 +271,7 @@ func (n *node) open1(flags uint32) (fs.FileHandle, uint32, int, syscall.Errno) {
 		}
 	}
 	oflags := int(flags) &^ (unix.O_APPEND | unix.O_CREAT | unix.O_EXCL | unix.O_NOCTTY | fuse.FMODE_EXEC)
-	fd, top, err := n.openSelf(oflags &^ unix.O_TRUNC)
+	fd, top, st, err := n.openSelf(oflags &^ unix.O_TRUNC)
 	if err == nil && oflags&unix.O_TRUNC != 0 {
 		// Truncate only once the file is known to be this node's.
 		if err = unix.Ftruncate(fd, 0); err == unix.EINVAL || err == unix.EBADF {
@@ -286,7 +288,7 @@ func (n *node) open1(flags uint32) (fs.FileHandle, uint32, int, syscall.Errno) {
 	if err != nil {
 		return nil, 0, top, n.u.errno("open", n.rel(), err)
 	}
-	fh, fuseFlags, ok := n.handle(fd, oflags, n.u.hasUpper && top == 0)
+	fh, fuseFlags, ok := n.handle(fd, oflags, n.u.hasUpper && top == 0, st.Mode)
 	if !ok {
 		unix.Close(fd)
 		return nil, 0, top, 0
@@ -299,13 +301,19 @@ func (n *node) open1(flags uint32) (fs.FileHandle, uint32, int, syscall.Errno) {
 // updates only after the rename on disk: in between, the path names a
 // whiteout, nothing, or another file. Then it waits for the tree and tries
 // again, as the kernel's open reaches the inode it looked up.
-func (n *node) openSelf(flags int) (fd, top int, err error) {
+//
+// st is the file's fstat (zero if that failed: the caller's I/O on fd
+// reports the trouble).
+func (n *node) openSelf(flags int) (fd, top int, st unix.Stat_t, err error) {
 	if dfd, ok := n.detachedFd(); ok {
 		// No name left (unlinked while open, O_TMPFILE): reopen the file
 		// through a descriptor, as open("/proc/self/fd/N") does.
 		fd, err = unix.Open(fdPath(dfd), flags|unix.O_CLOEXEC, 0)
 		unix.Close(dfd)
-		return fd, 0, err
+		if err == nil {
+			unix.Fstat(fd, &st)
+		}
+		return fd, 0, st, err
 	}
 	want := n.StableAttr().Ino
 	for try := 0; ; try++ {
@@ -313,16 +321,16 @@ func (n *node) openSelf(flags int) (fd, top int, err error) {
 		top, _, rel = n.state()
 		fd, err = n.u.layers[top].openAt(rel, flags, 0)
 		if err == nil {
-			if n.u.isNodeFile(fd, top, want, n.upperIno.Load()) {
-				return fd, top, nil
+			if n.u.isNodeFile(fd, top, want, n.upperIno.Load(), &st) {
+				return fd, top, st, nil
 			}
 			unix.Close(fd)
 			err = unix.ENOENT
 		} else if !isNotExist(err) && err != unix.ENXIO {
-			return -1, top, err
+			return -1, top, st, err
 		}
 		if try == 200 || (err != nil && n.unlinked.Load()) {
-			return -1, top, err
+			return -1, top, st, err
 		}
 		time.Sleep(50 * time.Microsecond)
 	}
@@ -330,10 +338,11 @@ func (n *node) openSelf(flags int) (fd, top int, err error) {
 
 // isNodeFile reports whether fd, opened in layer top, is the node's file:
 // the upper file numbered upperIno when that is known, else the file
-// whose inode number as the mount shows it is want.
-func (u *unionFS) isNodeFile(fd, top int, want, upperIno uint64) bool {
-	var st unix.Stat_t
-	if unix.Fstat(fd, &st) != nil {
+// whose inode number as the mount shows it is want. It leaves fd's
+// fstat in st.
+func (u *unionFS) isNodeFile(fd, top int, want, upperIno uint64, st *unix.Stat_t) bool {
+	if unix.Fstat(fd, st) != nil {
+		*st = unix.Stat_t{}
 		return true // let the caller's I/O report the trouble
 	}
 	if u.hasUpper && top == 0 && upperIno != 0 {
@@ -419,10 +428,4 @@ func asFileHandle(f fs.FileHandle) *fileHandle {
 		return h.fileHandle
 	}
 	return nil
-}
-
-// sxid reports whether the open file has setuid or setgid.
-func sxid(fd int) bool {
-	var st unix.Stat_t
-	return unix.Fstat(fd, &st) == nil && st.Mode&(unix.S_ISUID|unix.S_ISGID) != 0
 }

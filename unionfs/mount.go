@@ -243,7 +243,7 @@ func Mount(mountpoint string, opts Options) (*fuse.Server, error) {
 	// open, the daemon would wait in its exit for itself to answer the
 	// FLUSH (D state, mount hung). NewServer has mounted and answered INIT
 	// when it returns; the daemon never opens its own mount.
-	srv, err := fuse.NewServer(newNoOpendir(&killPriv{fs.NewNodeFS(u.root, fsopts)}), mountpoint, &fsopts.MountOptions)
+	srv, err := fuse.NewServer(newNoOpendir(&killPriv{RawFileSystem: fs.NewNodeFS(u.root, fsopts)}), mountpoint, &fsopts.MountOptions)
 	if err != nil {
 		u.close()
 		return nil, fmt.Errorf("mount %q: %w", mountpoint, err)

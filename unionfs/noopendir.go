@@ -16,19 +16,19 @@ import (
 // directory fewer on each side of its READDIRPLUS, and a directory the
 // kernel has cached costs none.
 //
-// READDIR, READDIRPLUS and FSYNCDIR then arrive without a handle (Fh 0).
+// READDIR, READDIRPLUS and FSYNCDIR then arrive without a handle (Fh 0;
+// go-fuse never gives a handle that number).
 // go-fuse's bridge wants one, so this wrapper opens one through the bridge
 // per directory node the first time the kernel reads it, reuses it for the
 // reads that follow (the kernel fills its cache from offset 0 up; a read
 // at 0 starts a fresh listing), and releases it when the kernel forgets
-// the node or when more than maxDirHandles are held.
+// the node, or another one when more than maxDirHandles are held.
 type noOpendir struct {
 	fuse.RawFileSystem
 
 	mu      sync.Mutex
 	on      bool // the kernel supports it; set by Init
 	handles map[uint64]*dirSlot
-	order   []uint64 // node ids in the order their handles were opened
 }
 
 // dirSlot is the handle held for one directory node. mu serialises the
@@ -70,22 +70,24 @@ func (w *noOpendir) OpenDir(cancel <-chan struct{}, in *fuse.OpenIn, out *fuse.O
 func (w *noOpendir) slot(node uint64) *dirSlot {
 	w.mu.Lock()
 	s := w.handles[node]
-	var evict []uint64
+	evict := uint64(0)
 	if s == nil {
 		s = &dirSlot{}
 		w.handles[node] = s
-		w.order = append(w.order, node)
-		for len(w.handles) > maxDirHandles && len(w.order) > 0 {
-			old := w.order[0]
-			w.order = w.order[1:]
-			if old != node && w.handles[old] != nil {
-				evict = append(evict, old)
+		if len(w.handles) > maxDirHandles {
+			// Any other one: the kernel reads a directory from
+			// offset 0 when it needs it again.
+			for id := range w.handles {
+				if id != node {
+					evict = id
+					break
+				}
 			}
 		}
 	}
 	w.mu.Unlock()
-	for _, old := range evict {
-		w.drop(old)
+	if evict != 0 {
+		w.drop(evict)
 	}
 	s.mu.Lock()
 	return s
@@ -96,16 +98,6 @@ func (w *noOpendir) drop(node uint64) {
 	w.mu.Lock()
 	s := w.handles[node]
 	delete(w.handles, node)
-	if len(w.order) > 4*maxDirHandles {
-		// Compact: ids of released slots linger in order.
-		live := w.order[:0]
-		for _, id := range w.order {
-			if w.handles[id] != nil {
-				live = append(live, id)
-			}
-		}
-		w.order = live
-	}
 	w.mu.Unlock()
 	if s == nil {
 		return
@@ -137,7 +129,7 @@ func (w *noOpendir) open(cancel <-chan struct{}, s *dirSlot, hdr fuse.InHeader, 
 }
 
 func (w *noOpendir) readDir(cancel <-chan struct{}, in *fuse.ReadIn, out *fuse.DirEntryList, plus bool) fuse.Status {
-	if in.Fh != 0 || !w.enabled() {
+	if in.Fh != 0 {
 		if plus {
 			return w.RawFileSystem.ReadDirPlus(cancel, in, out)
 		}
@@ -165,7 +157,7 @@ func (w *noOpendir) ReadDirPlus(cancel <-chan struct{}, in *fuse.ReadIn, out *fu
 }
 
 func (w *noOpendir) FsyncDir(cancel <-chan struct{}, in *fuse.FsyncIn) fuse.Status {
-	if in.Fh != 0 || !w.enabled() {
+	if in.Fh != 0 {
 		return w.RawFileSystem.FsyncDir(cancel, in)
 	}
 	var s dirSlot

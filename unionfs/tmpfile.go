@@ -40,7 +40,7 @@ func (n *node) Tmpfile(ctx context.Context, flags uint32, mode uint32, out *fuse
 	child.tmpFd.Store(int64(fd) + 1)
 	ch := n.NewInode(ctx, child, fs.StableAttr{Mode: unix.S_IFREG, Ino: ino})
 	n.u.fillAttr(&st, ino, false, &out.Attr)
-	fh, fuseFlags, ok := ch.Operations().(*node).handle(fd, oflags&^unix.O_TMPFILE, true)
+	fh, fuseFlags, ok := ch.Operations().(*node).handle(fd, oflags&^unix.O_TMPFILE, true, st.Mode)
 	if !ok {
 		unix.Close(fd)
 		return nil, nil, 0, syscall.ESTALE

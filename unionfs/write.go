@@ -285,7 +285,7 @@ func (n *node) create1(ctx context.Context, name string, flags uint32, mode uint
 	if _, err := unix.Fgetxattr(fd, capXattr, nil); err == unix.ENODATA {
 		cn.caps.Store(1)
 	}
-	fh, fuseFlags, ok := cn.handle(fd, oflags, true)
+	fh, fuseFlags, ok := cn.handle(fd, oflags, true, mode)
 	if !ok {
 		// A node that has lower passthrough handles: not a new file's.
 		unix.Close(fd)

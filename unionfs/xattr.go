@@ -105,12 +105,11 @@ func (n *node) topPath() (x xtarget, rel string, done func(), err error) {
 		p, done, err := l.xattrPath(rel)
 		return xtarget{path: p}, rel, done, err
 	}
-	fd, _, err := n.openSelf(unix.O_PATH)
+	fd, _, st, err := n.openSelf(unix.O_PATH)
 	if err != nil {
 		return xtarget{}, rel, nil, err
 	}
-	var st unix.Stat_t
-	if unix.Fstat(fd, &st) != nil || st.Mode&unix.S_IFMT != unix.S_IFLNK {
+	if st.Mode&unix.S_IFMT != unix.S_IFLNK {
 		return xtarget{path: fdPath(fd), follow: true}, rel, func() { unix.Close(fd) }, nil
 	}
 	unix.Close(fd)

@@ -590,3 +590,36 @@ func TestXattrCallsDoNotFollowSymlinks(t *testing.T) {
 		})
 	}
 }
+
+// TestSetuidSetAfterAWriteIsClearedByTheNext: the daemon remembers which
+// files have no setuid or setgid, so that a flagged write (any write by a
+// caller without CAP_FSETID) costs no stat; a chmod that sets the bits
+// must make it look again. The owner writes, sets setuid and setgid, and
+// writes again: the second write clears both, as on the kernel.
+func TestSetuidSetAfterAWriteIsClearedByTheNext(t *testing.T) {
+	fstest.RequireFUSE(t)
+	fstest.RequireOverlay(t)
+	setup := func() layers {
+		l := newLayers(t, "")
+		if err := fstest.Apply(l.lower, fstest.CreateDir("udir", 0o777),
+			fstest.CreateFile("udir/mine", []byte("x\n"), 0o777), fstest.Chown("udir/mine", 65534, 65534)); err != nil {
+			t.Fatal(err)
+		}
+		return l
+	}
+	script := []permCheck{
+		check(userOp{Op: "append", Path: "udir/mine", Data: "1"}, ""),
+		check(userOp{Op: "chmod", Path: "udir/mine", Mode: 0o6777}, ""),
+		checkMode("udir/mine", unix.S_IFREG|0o6777),
+		check(userOp{Op: "append", Path: "udir/mine", Data: "2"}, ""),
+		checkMode("udir/mine", unix.S_IFREG|0o777),
+	}
+	k := setup()
+	k.mountKernel(t)
+	runChecks(t, "nobody", k.mnt, true, nobody, script)
+	for _, args := range [][]string{{"--allow-other"}, {"--allow-other", "--no-passthrough"}} {
+		l := setup()
+		l.mount(t, args...)
+		runChecks(t, "nobody", l.mnt, false, nobody, script)
+	}
+}
