@@ -59,6 +59,11 @@ func (s *Store) Unmount(c *Container) error {
 	if errors.Is(err, unix.EBUSY) {
 		err = unix.Unmount(mnt, unix.MNT_DETACH)
 	}
+	if err != nil && !s.Mounted(c) {
+		// Unmounted in between: the unionctl that started a container
+		// unmounts its union when the command exits, which rm -f races.
+		return nil
+	}
 	if err != nil {
 		if out, ferr := exec.Command("fusermount3", "-u", mnt).CombinedOutput(); ferr != nil {
 			return fmt.Errorf("unmount %s: %w (fusermount3: %s)", mnt, err, strings.TrimSpace(string(out)))
