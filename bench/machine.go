@@ -5,6 +5,7 @@ import (
 	"runtime"
 	"strings"
 
+	"github.com/unionmount/unionmount/internal/mountinfo"
 	"golang.org/x/sys/unix"
 )
 
@@ -50,20 +51,15 @@ func probeMachine() Machine {
 // fsType names the filesystem holding path (from /proc/self/mountinfo:
 // the longest mount point that is a prefix of it).
 func fsType(path string) string {
-	b, err := os.ReadFile("/proc/self/mountinfo")
+	mounts, err := mountinfo.Self()
 	if err != nil {
 		return ""
 	}
 	best, typ := -1, ""
-	for _, line := range strings.Split(string(b), "\n") {
-		pre, post, ok := strings.Cut(line, " - ")
-		f, g := strings.Fields(pre), strings.Fields(post)
-		if !ok || len(f) < 5 || len(g) < 1 {
-			continue
-		}
-		mp := unescapeMountinfo(f[4])
+	for _, m := range mounts {
+		mp := m.Mountpoint
 		if (path == mp || strings.HasPrefix(path, strings.TrimSuffix(mp, "/")+"/")) && len(mp) > best {
-			best, typ = len(mp), g[0]
+			best, typ = len(mp), m.FSType
 		}
 	}
 	return typ

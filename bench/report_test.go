@@ -98,12 +98,3 @@ func TestWriteReportAndCharts(t *testing.T) {
 		t.Errorf("results.csv has %d lines, want 10", n)
 	}
 }
-
-func TestMountinfoUnescape(t *testing.T) {
-	if got := unescapeMountinfo(`/a\040b\134c`); got != `/a b\c` {
-		t.Errorf("got %q", got)
-	}
-	if got := unescapeMountinfo(`/x\04`); got != `/x\04` {
-		t.Errorf("truncated escape: got %q", got)
-	}
-}

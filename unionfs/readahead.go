@@ -1,11 +1,11 @@
 package unionfs
 
 import (
-	"bufio"
 	"fmt"
 	"os"
 	"path/filepath"
-	"strings"
+
+	"github.com/unionmount/unionmount/internal/mountinfo"
 )
 
 // DefaultReadAheadKB is the kernel read-ahead we ask for on our mount.
@@ -23,43 +23,14 @@ func setReadAhead(mountpoint string, kb int) error {
 	if err != nil {
 		return err
 	}
-	f, err := os.Open("/proc/self/mountinfo")
+	mounts, err := mountinfo.Self()
 	if err != nil {
 		return err
 	}
-	defer f.Close()
-	dev := ""
-	sc := bufio.NewScanner(f)
-	for sc.Scan() {
-		// 36 35 98:0 /mnt1 /mnt2 rw,noatime master:1 - ext3 /dev/root rw
-		fields := strings.Fields(sc.Text())
-		if len(fields) > 4 && unescapeMountinfo(fields[4]) == abs {
-			dev = fields[2] // the last (topmost) mount at that point wins
-		}
-	}
-	if dev == "" {
+	on := mountinfo.On(mounts, abs)
+	if len(on) == 0 {
 		return fmt.Errorf("%s not in mountinfo", abs)
 	}
+	dev := on[len(on)-1].Dev // the topmost mount at that point
 	return os.WriteFile("/sys/class/bdi/"+dev+"/read_ahead_kb", []byte(fmt.Sprint(kb)), 0)
-}
-
-// unescapeMountinfo undoes the octal escapes (\040 for space...) of
-// /proc/self/mountinfo.
-func unescapeMountinfo(s string) string {
-	if !strings.Contains(s, `\`) {
-		return s
-	}
-	var b strings.Builder
-	for i := 0; i < len(s); i++ {
-		if s[i] == '\\' && i+3 < len(s) {
-			var c byte
-			if _, err := fmt.Sscanf(s[i+1:i+4], "%03o", &c); err == nil {
-				b.WriteByte(c)
-				i += 3
-				continue
-			}
-		}
-		b.WriteByte(s[i])
-	}
-	return b.String()
 }

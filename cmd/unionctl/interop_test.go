@@ -1,7 +1,6 @@
 package main
 
 import (
-	"bufio"
 	"bytes"
 	"crypto/sha256"
 	"encoding/hex"
@@ -17,6 +16,7 @@ import (
 
 	"github.com/unionmount/unionmount/image/imagetest"
 	"github.com/unionmount/unionmount/internal/fstest"
+	"github.com/unionmount/unionmount/internal/mountinfo"
 )
 
 func requireTools(t *testing.T, tools ...string) {
@@ -199,17 +199,14 @@ func (p *podman) must(args ...string) string {
 
 // unmountUnder lazily unmounts whatever is mounted below dir.
 func unmountUnder(dir string) {
-	f, err := os.Open("/proc/self/mountinfo")
+	mounts, err := mountinfo.Self()
 	if err != nil {
 		return
 	}
-	defer f.Close()
 	var mnts []string
-	sc := bufio.NewScanner(f)
-	for sc.Scan() {
-		fs := strings.Fields(sc.Text())
-		if len(fs) > 4 && strings.HasPrefix(fs[4], dir+"/") {
-			mnts = append(mnts, fs[4])
+	for _, m := range mounts {
+		if strings.HasPrefix(m.Mountpoint, dir+"/") {
+			mnts = append(mnts, m.Mountpoint)
 		}
 	}
 	slices.Reverse(mnts)

@@ -1,15 +1,13 @@
 package main
 
 import (
-	"bufio"
 	"errors"
 	"fmt"
-	"io"
 	"os"
 	"path/filepath"
-	"strconv"
 	"strings"
 
+	"github.com/unionmount/unionmount/internal/mountinfo"
 	"golang.org/x/sys/unix"
 )
 
@@ -32,39 +30,6 @@ import (
 // inode. containers/storage detaches its idmapped mounts as soon as the
 // mount program returns; the daemon has its layers open by then.
 
-// mountEntry is one line of /proc/self/mountinfo.
-type mountEntry struct {
-	id         uint64
-	dev        string // major:minor of the filesystem
-	root       string // the mount's root within its filesystem
-	mountpoint string
-	idmapped   bool
-}
-
-// parseMountinfo reads /proc/self/mountinfo.
-func parseMountinfo(r io.Reader) ([]mountEntry, error) {
-	var out []mountEntry
-	sc := bufio.NewScanner(r)
-	sc.Buffer(make([]byte, 0, 64<<10), 1<<20)
-	for sc.Scan() {
-		// id parent major:minor root mountpoint mount-options [optional...] - type source super-options
-		f := strings.Fields(sc.Text())
-		if len(f) < 6 {
-			continue
-		}
-		id, err := strconv.ParseUint(f[0], 10, 64)
-		if err != nil {
-			continue
-		}
-		e := mountEntry{id: id, dev: f[2], root: unescapeMountinfo(f[3]), mountpoint: unescapeMountinfo(f[4])}
-		for _, o := range strings.Split(f[5], ",") {
-			e.idmapped = e.idmapped || o == "idmapped"
-		}
-		out = append(out, e)
-	}
-	return out, sc.Err()
-}
-
 // errNoPlainMount means a lower on an idmapped mount has no other way in.
 var errNoPlainMount = errors.New("no mount of its filesystem without an id mapping reaches it")
 
@@ -72,31 +37,31 @@ var errNoPlainMount = errors.New("no mount of its filesystem without an id mappi
 // mount; then the same directory through a mount of the same filesystem
 // that is not idmapped. mntID gives the mount a path is reached through,
 // sameFile whether two paths are one inode.
-func bypassIDMapped(lower string, mounts []mountEntry, mntID func(string) (uint64, error), sameFile func(a, b string) bool) (string, error) {
+func bypassIDMapped(lower string, mounts []mountinfo.Mount, mntID func(string) (uint64, error), sameFile func(a, b string) bool) (string, error) {
 	id, err := mntID(lower)
 	if err != nil {
 		return "", err
 	}
-	var on *mountEntry
+	var on *mountinfo.Mount
 	for i := range mounts {
-		if mounts[i].id == id {
+		if mounts[i].ID == id {
 			on = &mounts[i]
 		}
 	}
-	if on == nil || !on.idmapped {
+	if on == nil || !on.HasOption("idmapped") {
 		return lower, nil
 	}
-	rel, err := filepath.Rel(on.mountpoint, lower)
+	rel, err := filepath.Rel(on.Mountpoint, lower)
 	if err != nil || rel == ".." || strings.HasPrefix(rel, "../") {
-		return "", fmt.Errorf("%s is not below its mount point %s", lower, on.mountpoint)
+		return "", fmt.Errorf("%s is not below its mount point %s", lower, on.Mountpoint)
 	}
-	inFS := filepath.Join(on.root, rel)
+	inFS := filepath.Join(on.Root, rel)
 	for _, m := range mounts {
-		if m.dev != on.dev || m.idmapped || !within(inFS, m.root) {
+		if m.Dev != on.Dev || m.HasOption("idmapped") || !within(inFS, m.Root) {
 			continue
 		}
-		cand := filepath.Join(m.mountpoint, strings.TrimPrefix(inFS, m.root))
-		if cid, err := mntID(cand); err != nil || cid != m.id || !sameFile(lower, cand) {
+		cand := filepath.Join(m.Mountpoint, strings.TrimPrefix(inFS, m.Root))
+		if cid, err := mntID(cand); err != nil || cid != m.ID || !sameFile(lower, cand) {
 			continue
 		}
 		return cand, nil
@@ -133,12 +98,10 @@ func bypassIDMappedLowers(cfg *config) error {
 	if len(o.UIDMap) == 0 && len(o.GIDMap) == 0 && o.SquashUID < 0 && o.SquashGID < 0 {
 		return nil
 	}
-	f, err := os.Open("/proc/self/mountinfo")
-	if err != nil {
+	mounts, err := mountinfo.Self()
+	if errors.Is(err, os.ErrNotExist) {
 		return nil // no /proc: nothing to learn, nothing to bypass
 	}
-	mounts, err := parseMountinfo(f)
-	f.Close()
 	if err != nil {
 		return fmt.Errorf("read /proc/self/mountinfo: %w", err)
 	}

@@ -4,6 +4,8 @@ import (
 	"errors"
 	"strings"
 	"testing"
+
+	"github.com/unionmount/unionmount/internal/mountinfo"
 )
 
 // A mountinfo as containers-storage leaves it while it runs the mount
@@ -15,26 +17,8 @@ const storageMountinfo = `26 1 254:0 / / rw,relatime shared:1 - ext4 /dev/vda rw
 50 26 0:40 / /mnt/with\040space rw,relatime - tmpfs tmpfs rw
 `
 
-func TestParseMountinfo(t *testing.T) {
-	mounts, err := parseMountinfo(strings.NewReader(storageMountinfo))
-	if err != nil {
-		t.Fatal(err)
-	}
-	if len(mounts) != 4 {
-		t.Fatalf("parsed %d mounts; want 4", len(mounts))
-	}
-	m := mounts[2]
-	if m.id != 44 || m.dev != "254:0" || m.root != "/var/lib/containers/storage/overlay" ||
-		m.mountpoint != "/var/lib/containers/storage/overlay/ID/mapped/0" || !m.idmapped {
-		t.Errorf("mount 44 parsed as %+v", m)
-	}
-	if mounts[0].idmapped || mounts[3].mountpoint != "/mnt/with space" {
-		t.Errorf("parsed %+v and %+v", mounts[0], mounts[3])
-	}
-}
-
 func TestBypassIDMapped(t *testing.T) {
-	mounts, err := parseMountinfo(strings.NewReader(storageMountinfo))
+	mounts, err := mountinfo.Parse(strings.NewReader(storageMountinfo))
 	if err != nil {
 		t.Fatal(err)
 	}

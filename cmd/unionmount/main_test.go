@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/unionmount/unionmount/internal/fstest"
+	"github.com/unionmount/unionmount/internal/mountinfo"
 )
 
 // runAsMain makes the test binary act as unionmount, so the end-to-end
@@ -77,12 +78,7 @@ func skipUnlessFUSE(t *testing.T) {
 
 func mounted(t *testing.T, mnt string) bool {
 	t.Helper()
-	f, err := os.Open("/proc/self/mountinfo")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer f.Close()
-	ok, err := isMountPoint(f, mnt)
+	ok, err := mountinfo.IsMountpoint(mnt)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -1,15 +1,14 @@
 package main
 
 import (
-	"bufio"
 	"errors"
-	"io"
 	"io/fs"
 	"os"
 	"path/filepath"
-	"strconv"
 	"strings"
 	"syscall"
+
+	"github.com/unionmount/unionmount/internal/mountinfo"
 )
 
 // validate checks the directories a parsed config names, replaces every
@@ -136,13 +135,8 @@ func checkMountpoint(cfg *config, mnt string) error {
 			return usagef("MOUNTPOINT %q: inside %s %q; mount outside the layers", mnt, l.src, l.path)
 		}
 	}
-	f, err := os.Open("/proc/self/mountinfo")
-	if err != nil {
-		return nil // no /proc: let the mount itself decide
-	}
-	defer f.Close()
-	mounted, err := isMountPoint(f, mnt)
-	if err == nil && mounted {
+	// Without /proc (an error here) the mount itself decides.
+	if mounted, err := mountinfo.IsMountpoint(mnt); err == nil && mounted {
 		return usagef("MOUNTPOINT %q: already a mount point; unmount it first (fusermount3 -u %s) or pick another directory",
 			mnt, mnt)
 	}
@@ -163,40 +157,6 @@ func devOf(fi os.FileInfo) uint64 {
 		return uint64(st.Dev)
 	}
 	return 0
-}
-
-// isMountPoint reports whether path is the mount point of a line of
-// /proc/self/mountinfo (field 5, with spaces and the like octal-escaped).
-func isMountPoint(mountinfo io.Reader, path string) (bool, error) {
-	sc := bufio.NewScanner(mountinfo)
-	sc.Buffer(make([]byte, 0, 64<<10), 1<<20)
-	for sc.Scan() {
-		fields := strings.Fields(sc.Text())
-		if len(fields) > 4 && unescapeMountinfo(fields[4]) == path {
-			return true, nil
-		}
-	}
-	return false, sc.Err()
-}
-
-// unescapeMountinfo undoes the kernel's \ooo escapes (mangle_path escapes
-// space, tab, newline and backslash).
-func unescapeMountinfo(s string) string {
-	if !strings.Contains(s, `\`) {
-		return s
-	}
-	var b strings.Builder
-	for i := 0; i < len(s); i++ {
-		if s[i] == '\\' && i+4 <= len(s) {
-			if v, err := strconv.ParseUint(s[i+1:i+4], 8, 8); err == nil {
-				b.WriteByte(byte(v))
-				i += 3
-				continue
-			}
-		}
-		b.WriteByte(s[i])
-	}
-	return b.String()
 }
 
 // applyIdentity fills the options that depend on who runs the mount.

@@ -207,25 +207,6 @@ func TestIsInitialIDMap(t *testing.T) {
 	}
 }
 
-func TestIsMountPoint(t *testing.T) {
-	const mountinfo = `22 1 252:0 / / rw,relatime shared:1 - ext4 /dev/vda rw
-41 22 0:38 / /tmp/fo/m rw,nodev,noatime - fuse.fuse-overlayfs fuse-overlayfs rw,user_id=0,group_id=0
-42 22 0:39 / /tmp/with\040space\134and\011tab rw - tmpfs tmpfs rw
-`
-	for path, want := range map[string]bool{
-		"/":                         true,
-		"/tmp/fo/m":                 true,
-		"/tmp/fo":                   false,
-		"/tmp/with space\\and\ttab": true,
-		`/tmp/with\040space`:        false,
-	} {
-		got, err := isMountPoint(strings.NewReader(mountinfo), path)
-		if err != nil || got != want {
-			t.Errorf("isMountPoint(%q) = %v, %v; want %v", path, got, err, want)
-		}
-	}
-}
-
 func TestWithin(t *testing.T) {
 	for _, tc := range []struct {
 		path, dir string

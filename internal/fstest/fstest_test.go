@@ -321,9 +321,6 @@ func TestEscape(t *testing.T) {
 	if got := EscapeLower(`/a:b,c\d`); got != `/a\:b,c\\d` {
 		t.Errorf("unionmount escape %q", got)
 	}
-	if got := unescapeMountinfo(`/tmp/a\040b\012c\134d\`); got != "/tmp/a b\nc\\d\\" {
-		t.Errorf("mountinfo unescape %q", got)
-	}
 }
 
 // TestKernelOverlayMatchesHandMerge checks MountKernelOverlay and Snapshot

@@ -1,7 +1,6 @@
 package fstest
 
 import (
-	"bufio"
 	"bytes"
 	"errors"
 	"fmt"
@@ -9,12 +8,12 @@ import (
 	"os/exec"
 	"path/filepath"
 	"slices"
-	"strconv"
 	"strings"
 	"sync"
 	"testing"
 	"time"
 
+	"github.com/unionmount/unionmount/internal/mountinfo"
 	"golang.org/x/sys/unix"
 )
 
@@ -545,47 +544,29 @@ func canonical(p string) (string, error) {
 // mountsAt returns the major:minor of each mount stacked on mountpoint,
 // bottom first.
 func mountsAt(mountpoint string) ([]string, error) {
+	mounts, err := mountinfo.Self()
+	if err != nil {
+		return nil, err
+	}
 	var devs []string
-	err := scanMountinfo("/proc/self/mountinfo", func(fields []string) {
-		if unescapeMountinfo(fields[4]) == mountpoint {
-			devs = append(devs, fields[2])
-		}
-	})
-	return devs, err
+	for _, m := range mountinfo.On(mounts, mountpoint) {
+		devs = append(devs, m.Dev)
+	}
+	return devs, nil
 }
 
 // MountsUnder lists the mount points at or below dir (a canonical path),
 // deepest first.
 func MountsUnder(dir string) []string {
+	mounts, _ := mountinfo.Self()
 	var out []string
-	scanMountinfo("/proc/self/mountinfo", func(fields []string) {
-		if mp := unescapeMountinfo(fields[4]); mp == dir || strings.HasPrefix(mp, dir+"/") {
+	for _, m := range mounts {
+		if mp := m.Mountpoint; mp == dir || strings.HasPrefix(mp, dir+"/") {
 			out = append(out, mp)
 		}
-	})
+	}
 	slices.SortFunc(out, func(a, b string) int { return len(b) - len(a) })
 	return out
-}
-
-// scanMountinfo calls f with the fields of each line of a mountinfo file:
-// id parent major:minor root mountpoint options ... - fstype source.
-func scanMountinfo(path string, f func(fields []string)) error {
-	file, err := os.Open(path)
-	if err != nil {
-		return err
-	}
-	defer file.Close()
-	sc := bufio.NewScanner(file)
-	sc.Buffer(make([]byte, 64<<10), 1<<20)
-	for sc.Scan() {
-		if fields := strings.Fields(sc.Text()); len(fields) > 4 {
-			f(fields)
-		}
-	}
-	if err := sc.Err(); err != nil {
-		return fmt.Errorf("read %s: %w", path, err)
-	}
-	return nil
 }
 
 // mountHolders returns "pid (comm)" for processes in other mount namespaces
@@ -604,9 +585,8 @@ func mountHolders(dev string) []string {
 			continue
 		}
 		seen[ns] = true
-		held := false
-		scanMountinfo(p+"/mountinfo", func(fields []string) { held = held || fields[2] == dev })
-		if held {
+		mounts, _ := mountinfo.ReadFile(p + "/mountinfo")
+		if slices.ContainsFunc(mounts, func(m mountinfo.Mount) bool { return m.Dev == dev }) {
 			comm, _ := os.ReadFile(p + "/comm")
 			out = append(out, fmt.Sprintf("%s (%s)", filepath.Base(p), strings.TrimSpace(string(comm))))
 		}
@@ -622,26 +602,6 @@ func IsMountpoint(p string) (bool, error) {
 	}
 	devs, err := mountsAt(abs)
 	return len(devs) > 0, err
-}
-
-// unescapeMountinfo undoes the kernel's octal escapes (\040 for space, \012
-// for newline, \011, \134).
-func unescapeMountinfo(s string) string {
-	if !strings.Contains(s, `\`) {
-		return s
-	}
-	var b strings.Builder
-	for i := 0; i < len(s); i++ {
-		if s[i] == '\\' && i+4 <= len(s) {
-			if v, err := strconv.ParseUint(s[i+1:i+4], 8, 8); err == nil {
-				b.WriteByte(byte(v))
-				i += 3
-				continue
-			}
-		}
-		b.WriteByte(s[i])
-	}
-	return b.String()
 }
 
 // syncBuffer is a bytes.Buffer safe for the daemon's output and the test.
@@ -681,22 +641,17 @@ func HoldsFileIn(pid int, dir string) bool {
 // fusectl (mounting fusectl if it is not), as a daemon killed during
 // go-fuse's start-up probe needs before it can finish exiting.
 func AbortConnection(mnt string) error {
-	b, err := os.ReadFile("/proc/self/mountinfo")
+	mounts, err := mountinfo.Self()
 	if err != nil {
 		return err
 	}
 	if entries, _ := os.ReadDir("/sys/fs/fuse/connections"); len(entries) == 0 {
 		unix.Mount("fusectl", "/sys/fs/fuse/connections", "fusectl", 0, "")
 	}
-	for _, line := range strings.Split(string(b), "\n") {
-		// id parent major:minor root mountpoint ...
-		fields := strings.Fields(line)
-		if len(fields) < 5 || fields[4] != mnt {
-			continue
-		}
+	for _, m := range mountinfo.On(mounts, mnt) {
 		var major, minor int
-		if _, err := fmt.Sscanf(fields[2], "%d:%d", &major, &minor); err != nil {
-			return fmt.Errorf("mountinfo %q: %w", fields[2], err)
+		if _, err := fmt.Sscanf(m.Dev, "%d:%d", &major, &minor); err != nil {
+			return fmt.Errorf("mountinfo %q: %w", m.Dev, err)
 		}
 		p := fmt.Sprintf("/sys/fs/fuse/connections/%d/abort", minor)
 		if err := os.WriteFile(p, []byte("1"), 0); err != nil {

@@ -14,6 +14,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/unionmount/unionmount/internal/mountinfo"
 	"github.com/unionmount/unionmount/internal/rootless"
 )
 
@@ -200,12 +201,11 @@ func (e *Env) cleanup(t testing.TB) {
 	}
 	// Root podman mounts in our namespace: nothing may be left under Dir,
 	// and no mount program may still serve one.
-	if b, err := os.ReadFile("/proc/self/mountinfo"); err == nil {
-		for _, line := range strings.Split(string(b), "\n") {
-			if f := strings.Fields(line); len(f) > 4 && strings.HasPrefix(f[4], e.Dir+"/") {
-				t.Errorf("mount left after podman system reset: %s", line)
-				syscall.Unmount(f[4], syscall.MNT_DETACH)
-			}
+	mounts, _ := mountinfo.Self()
+	for _, m := range mounts {
+		if strings.HasPrefix(m.Mountpoint, e.Dir+"/") {
+			t.Errorf("mount left after podman system reset: %s (%s from %s)", m.Mountpoint, m.FSType, m.Source)
+			syscall.Unmount(m.Mountpoint, syscall.MNT_DETACH)
 		}
 	}
 	// A daemon exits shortly after its mount goes away.

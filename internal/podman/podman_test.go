@@ -15,10 +15,10 @@ import (
 	"sync"
 	"testing"
 
-	"golang.org/x/sys/unix"
-
 	"github.com/unionmount/unionmount/internal/fstest"
+	"github.com/unionmount/unionmount/internal/mountinfo"
 	"github.com/unionmount/unionmount/internal/rootless"
+	"golang.org/x/sys/unix"
 )
 
 func TestMain(m *testing.M) {
@@ -753,13 +753,12 @@ podman image unmount ` + testImageRef + `
 // describeMount turns a /proc/self/mountinfo line into "TYPE MOUNT-OPTIONS
 // SUPER-OPTIONS".
 func describeMount(line string) string {
-	f := strings.Fields(line)
-	for i, x := range f {
-		if x == "-" && i+3 < len(f) && len(f) > 5 {
-			return f[i+1] + " " + f[5] + " " + f[i+3]
-		}
+	mounts, _ := mountinfo.Parse(strings.NewReader(line))
+	if len(mounts) != 1 || mounts[0].FSType == "" {
+		return line
 	}
-	return line
+	m := mounts[0]
+	return m.FSType + " " + m.Options + " " + m.SuperOptions
 }
 
 // TestPodmanHostErrors takes away what rootless podman needs of the host,
