@@ -2,7 +2,8 @@ package bench
 
 import (
 	"path/filepath"
-	"strings"
+
+	"github.com/unionmount/unionmount/internal/lowerlist"
 )
 
 // unionmount is our binary with its defaults (kernel caches on, lookup
@@ -54,7 +55,7 @@ func (d unionmount) Mount(env *Env, st Stack, mnt string) (*Mount, error) {
 	if err != nil {
 		return nil, err
 	}
-	argv := []string{bin, "-f", "--lower", escapeLowers(st.Lowers), "--upper", st.Upper, "--workdir", st.Work}
+	argv := []string{bin, "-f", "--lower", lowerlist.Join(st.Lowers), "--upper", st.Upper, "--workdir", st.Work}
 	argv = append(argv, d.extra...)
 	argv = append(argv, mnt)
 	dm, err := startDaemon(d.name, argv, mnt, filepath.Join(env.logs, d.name+".log"))
@@ -62,13 +63,4 @@ func (d unionmount) Mount(env *Env, st Stack, mnt string) (*Mount, error) {
 		return nil, err
 	}
 	return &Mount{Dir: mnt, daemon: dm}, nil
-}
-
-// escapeLowers joins layer paths for --lower: "\" and ":" are escaped.
-func escapeLowers(lowers []string) string {
-	esc := make([]string, len(lowers))
-	for i, l := range lowers {
-		esc[i] = strings.NewReplacer(`\`, `\\`, `:`, `\:`).Replace(l)
-	}
-	return strings.Join(esc, ":")
 }

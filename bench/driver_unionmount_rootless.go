@@ -8,6 +8,7 @@ import (
 	"path/filepath"
 	"strconv"
 
+	"github.com/unionmount/unionmount/internal/lowerlist"
 	"golang.org/x/sys/unix"
 )
 
@@ -123,7 +124,7 @@ func (d unionmountRootless) Mount(env *Env, st Stack, mnt string) (*Mount, error
 	}
 	argv := []string{"unshare", "--mount", "--propagation", "unchanged", "--", "/bin/sh", "-c", rootlessSandbox, "sh",
 		node, conf, strconv.Itoa(id.UID), strconv.Itoa(id.GID),
-		bin, "-f", "--allow-other", "--lower", escapeLowers(st.Lowers), "--upper", st.Upper, "--workdir", st.Work, mnt}
+		bin, "-f", "--allow-other", "--lower", lowerlist.Join(st.Lowers), "--upper", st.Upper, "--workdir", st.Work, mnt}
 	dm, err := startDaemon(d.Name(), argv, mnt, filepath.Join(env.logs, d.Name()+".log"))
 	if err != nil {
 		unshare()

@@ -9,7 +9,7 @@ import (
 	"time"
 
 	"github.com/spf13/pflag"
-
+	"github.com/unionmount/unionmount/internal/lowerlist"
 	"github.com/unionmount/unionmount/unionfs"
 )
 
@@ -139,7 +139,7 @@ func parseArgs(args []string) (config, error) {
 		cfg.lowerSrc = "-o lowerdir"
 		lowers = mo.lowers
 	case fs.Changed("lower"):
-		l, err := splitLowerList(v.lower)
+		l, err := lowerlist.Split(v.lower)
 		if err != nil {
 			return config{}, usagef("--lower %q: %v", v.lower, err)
 		}
@@ -288,7 +288,7 @@ func (m *mountOpts) apply(elem string) error {
 		if m.lowerSet {
 			return usagef("-o lowerdir given twice; pass it once")
 		}
-		l, err := splitLowerList(val)
+		l, err := lowerlist.Split(val)
 		if err != nil {
 			return usagef("-o lowerdir %q: %v", val, err)
 		}
@@ -444,40 +444,6 @@ func unescape(s string) (string, error) {
 		b.WriteByte(s[i])
 	}
 	return b.String(), nil
-}
-
-// splitLowerList splits a lower list at unescaped colons. A backslash
-// escapes the next character (\: is a colon, \\ a backslash), as in the
-// kernel's lowerdir=. Empty paths are refused: "a::b" is the kernel's
-// data-only layer syntax, which a union of directories has no use for.
-func splitLowerList(s string) ([]string, error) {
-	var (
-		out []string
-		cur strings.Builder
-	)
-	for i := 0; i < len(s); i++ {
-		c := s[i]
-		switch c {
-		case '\\':
-			if i+1 == len(s) {
-				return nil, errors.New(`ends in a lone backslash; escape it as \\`)
-			}
-			i++
-			cur.WriteByte(s[i])
-		case ':':
-			if cur.Len() == 0 {
-				return nil, errors.New("empty path in the list; remove the extra colon")
-			}
-			out = append(out, cur.String())
-			cur.Reset()
-		default:
-			cur.WriteByte(c)
-		}
-	}
-	if cur.Len() == 0 {
-		return nil, errors.New("empty path in the list; remove the extra colon")
-	}
-	return append(out, cur.String()), nil
 }
 
 // parseIDMapping parses a fuse-overlayfs id mapping, LAYER:MOUNT:COUNT

@@ -4,22 +4,9 @@ import (
 	"reflect"
 	"strings"
 	"testing"
+
+	"github.com/unionmount/unionmount/internal/lowerlist"
 )
-
-// escapeLower escapes a path for a lower list, in -o or --lower: a
-// backslash before each backslash, colon, comma and double quote.
-func escapeLower(p string) string {
-	r := strings.NewReplacer(`\`, `\\`, `:`, `\:`, `,`, `\,`, `"`, `\"`)
-	return r.Replace(p)
-}
-
-func joinLowers(ps []string) string {
-	e := make([]string, len(ps))
-	for i, p := range ps {
-		e[i] = escapeLower(p)
-	}
-	return strings.Join(e, ":")
-}
 
 // pathsOf cuts fuzz input into non-empty paths at '|'.
 func pathsOf(s string) []string {
@@ -35,33 +22,6 @@ func pathsOf(s string) []string {
 var lowerSeeds = []string{
 	"", "a", "a:b", `a\:b`, `a\\:b`, `a\`, "a::b", ":", `\:`, `\\\:`, "/var/lib/containers/storage/overlay/l/ABC",
 	"x|y:z", `c:\dir|d`, `a,b|"q"`, "\x00|\xff",
-}
-
-func FuzzSplitLowerList(f *testing.F) {
-	for _, s := range lowerSeeds {
-		f.Add(s)
-	}
-	f.Fuzz(func(t *testing.T, s string) {
-		// Any input: no panic; a list it accepts survives escaping.
-		if got, err := splitLowerList(s); err == nil {
-			for _, p := range got {
-				if p == "" {
-					t.Fatalf("splitLowerList(%q) = %q: an empty path", s, got)
-				}
-			}
-			again, err := splitLowerList(joinLowers(got))
-			if err != nil || !reflect.DeepEqual(again, got) {
-				t.Fatalf("splitLowerList(%q) = %q, but its escaped form gives %q, %v", s, got, again, err)
-			}
-		}
-		// Paths with colons and backslashes round-trip through escaping.
-		if ps := pathsOf(s); len(ps) > 0 {
-			got, err := splitLowerList(joinLowers(ps))
-			if err != nil || !reflect.DeepEqual(got, ps) {
-				t.Fatalf("splitLowerList(%q) = %q, %v; want %q", joinLowers(ps), got, err, ps)
-			}
-		}
-	})
 }
 
 func FuzzParseMountOptions(f *testing.F) {
@@ -90,7 +50,7 @@ func FuzzParseMountOptions(f *testing.F) {
 		if len(ps) == 0 {
 			return
 		}
-		opt := ",,upperdir=" + escapeLower(ps[0]) + ",lowerdir=" + joinLowers(ps) + `,,context="a:b,c",`
+		opt := ",,upperdir=" + lowerlist.Escape(ps[0]) + ",lowerdir=" + lowerlist.Join(ps) + `,,context="a:b,c",`
 		m := newMountOpts()
 		if err := m.parse(opt); err != nil {
 			t.Fatalf("parse(%q): %v", opt, err)

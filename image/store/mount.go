@@ -7,14 +7,10 @@ import (
 	"os/exec"
 	"strings"
 
+	"github.com/unionmount/unionmount/internal/lowerlist"
 	"github.com/unionmount/unionmount/internal/mountinfo"
 	"golang.org/x/sys/unix"
 )
-
-// escapeLower escapes a lower path for unionmount's --lower list.
-func escapeLower(p string) string {
-	return strings.NewReplacer(`\`, `\\`, `:`, `\:`).Replace(p)
-}
 
 // Mounted reports whether the container's union is mounted (in this mount
 // namespace).
@@ -33,11 +29,7 @@ func (s *Store) Mount(c *Container) (bool, error) {
 	if s.opts.Unionmount == "" {
 		return false, errors.New("mount: no unionmount binary: build it (make build) or pass --unionmount PATH")
 	}
-	var lowers []string
-	for _, l := range s.Lowers(c) {
-		lowers = append(lowers, escapeLower(l))
-	}
-	cmd := exec.Command(s.opts.Unionmount, "--lower", strings.Join(lowers, ":"),
+	cmd := exec.Command(s.opts.Unionmount, "--lower", lowerlist.Join(s.Lowers(c)),
 		"--upper", s.Upper(c), "--workdir", s.Work(c), s.Merged(c))
 	var out bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &out, &out

@@ -314,15 +314,6 @@ func TestDataExtents(t *testing.T) {
 	}
 }
 
-func TestEscape(t *testing.T) {
-	if got := EscapeKernelLower(`/a:b,c\d`); got != `/a\:b\,c\\d` {
-		t.Errorf("kernel escape %q", got)
-	}
-	if got := EscapeLower(`/a:b,c\d`); got != `/a\:b,c\\d` {
-		t.Errorf("unionmount escape %q", got)
-	}
-}
-
 // TestKernelOverlayMatchesHandMerge checks MountKernelOverlay and Snapshot
 // together: the kernel's merge of three lowers (whose paths need escaping)
 // must equal the merged tree built by hand.

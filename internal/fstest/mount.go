@@ -13,6 +13,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/unionmount/unionmount/internal/lowerlist"
 	"github.com/unionmount/unionmount/internal/mountinfo"
 	"golang.org/x/sys/unix"
 )
@@ -79,20 +80,6 @@ func kernelOptions(extra []string) []string {
 	return append(opts, extra...)
 }
 
-// EscapeKernelLower escapes a lowerdir path for overlayfs' mount data:
-// backslash, colon and comma get a backslash.
-func EscapeKernelLower(p string) string {
-	r := strings.NewReplacer(`\`, `\\`, `:`, `\:`, `,`, `\,`)
-	return r.Replace(p)
-}
-
-// EscapeLower escapes a lower path for unionmount's --lower list and
-// lowerdir= option: backslash and colon get a backslash.
-func EscapeLower(p string) string {
-	r := strings.NewReplacer(`\`, `\\`, `:`, `\:`)
-	return r.Replace(p)
-}
-
 // KernelMount is a kernel overlayfs mount made by MountKernelOverlay.
 type KernelMount struct {
 	Mnt     string
@@ -118,13 +105,9 @@ func MountKernelOverlay(t testing.TB, lowers []string, upper, work, mnt string, 
 	if upper == "" && len(lowers) == 1 {
 		lowers = append(append([]string(nil), lowers...), t.TempDir())
 	}
-	var esc []string
-	for _, l := range lowers {
-		esc = append(esc, EscapeKernelLower(l))
-	}
-	opts := "lowerdir=" + strings.Join(esc, ":")
+	opts := "lowerdir=" + lowerlist.Join(lowers)
 	if upper != "" {
-		opts += ",upperdir=" + EscapeKernelLower(upper) + ",workdir=" + EscapeKernelLower(work)
+		opts += ",upperdir=" + lowerlist.Escape(upper) + ",workdir=" + lowerlist.Escape(work)
 	}
 	fixed := kernelOptions(extra)
 	opts += "," + strings.Join(fixed, ",")
@@ -352,11 +335,7 @@ func MountUnion(t testing.TB, lowers []string, upper, work, mnt string, args ...
 	t.Helper()
 	RequireFUSE(t)
 	bin := Binary(t)
-	var esc []string
-	for _, l := range lowers {
-		esc = append(esc, EscapeLower(l))
-	}
-	argv := []string{"-f", "--timeout", "0", "--lower", strings.Join(esc, ":")}
+	argv := []string{"-f", "--timeout", "0", "--lower", lowerlist.Join(lowers)}
 	if upper != "" {
 		argv = append(argv, "--upper", upper, "--workdir", work)
 	}
