@@ -6,9 +6,9 @@ import (
 	"slices"
 	"strings"
 
-	"golang.org/x/sys/unix"
-
+	"github.com/unionmount/unionmount/internal/xattr"
 	"github.com/unionmount/unionmount/whiteout"
+	"golang.org/x/sys/unix"
 )
 
 // xattrRule is what a copy-up does with one of the source's xattrs.
@@ -106,20 +106,11 @@ func copyXattrs(src, dst string, followDst bool, typ uint32, extra map[string][]
 // listXattrs lists the xattr names of path (not following it). A
 // filesystem without xattrs has none.
 func listXattrs(path string) ([]string, error) {
-	buf, err := growRead(func(b []byte) (int, error) { return unix.Llistxattr(path, b) })
+	names, err := xattr.List(path)
 	if err == unix.EOPNOTSUPP {
 		return nil, nil
 	}
-	if err != nil {
-		return nil, err
-	}
-	var names []string
-	for _, n := range strings.Split(string(buf), "\x00") {
-		if n != "" {
-			names = append(names, n)
-		}
-	}
-	return names, nil
+	return names, err
 }
 
 func getXattr(path, name string) ([]byte, error) {

@@ -2,7 +2,6 @@ package layer
 
 import (
 	"archive/tar"
-	"bytes"
 	"errors"
 	"fmt"
 	"io"
@@ -13,9 +12,9 @@ import (
 	"strings"
 	"time"
 
-	"golang.org/x/sys/unix"
-
+	"github.com/unionmount/unionmount/internal/xattr"
 	"github.com/unionmount/unionmount/whiteout"
+	"golang.org/x/sys/unix"
 )
 
 // WriteTar writes the directory dir (a container's upper, or a stored
@@ -281,29 +280,13 @@ func (w *tarWriter) xattrs(lp, p string, hdr *tar.Header) error {
 	return nil
 }
 
+// listXattrs lists p's xattr names; a filesystem without xattrs has none.
 func listXattrs(p string) ([]string, error) {
-	buf := make([]byte, 1024)
-	for {
-		n, err := unix.Llistxattr(p, buf)
-		if errors.Is(err, unix.ERANGE) {
-			buf = make([]byte, len(buf)*4)
-			continue
-		}
-		if errors.Is(err, unix.ENOTSUP) {
-			return nil, nil
-		}
-		if err != nil {
-			return nil, err
-		}
-		var names []string
-		for _, b := range bytes.Split(buf[:n], []byte{0}) {
-			if len(b) > 0 {
-				names = append(names, string(b))
-			}
-		}
-		sort.Strings(names)
-		return names, nil
+	names, err := xattr.List(p)
+	if errors.Is(err, unix.ENOTSUP) {
+		return nil, nil
 	}
+	return names, err
 }
 
 func getXattr(p, name string) ([]byte, error) {

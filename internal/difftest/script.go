@@ -11,6 +11,7 @@ import (
 	"strconv"
 	"strings"
 
+	"github.com/unionmount/unionmount/internal/xattr"
 	"golang.org/x/sys/unix"
 )
 
@@ -703,17 +704,15 @@ func readAll(fd int) (string, error) {
 // listXattrs returns the xattr names of p (not following a final symlink),
 // sorted, less security.selinux (the machine's policy sets it).
 func listXattrs(p string) ([]string, error) {
-	buf := make([]byte, 64<<10)
-	n, err := unix.Llistxattr(p, buf)
+	all, err := xattr.List(p)
 	if err != nil {
 		return nil, err
 	}
 	var names []string
-	for _, b := range strings.Split(string(buf[:n]), "\x00") {
-		if b != "" && b != "security.selinux" {
-			names = append(names, b)
+	for _, n := range all {
+		if n != "security.selinux" {
+			names = append(names, n)
 		}
 	}
-	sort.Strings(names)
 	return names, nil
 }

@@ -14,6 +14,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/unionmount/unionmount/internal/xattr"
 	"golang.org/x/sys/unix"
 )
 
@@ -289,27 +290,14 @@ func Xattrs(p string) (map[string]string, error) {
 
 // ListXattrs returns the names llistxattr(2) gives for p, sorted.
 func ListXattrs(p string) ([]string, error) {
-	for size := 256; ; size *= 4 {
-		buf := make([]byte, size)
-		n, err := unix.Llistxattr(p, buf)
-		if errors.Is(err, unix.ERANGE) {
-			continue
-		}
-		if errors.Is(err, unix.ENOTSUP) {
-			return nil, nil
-		}
-		if err != nil {
-			return nil, fmt.Errorf("list xattrs: %w", err)
-		}
-		var names []string
-		for _, b := range bytes.Split(buf[:n], []byte{0}) {
-			if len(b) > 0 {
-				names = append(names, string(b))
-			}
-		}
-		sort.Strings(names)
-		return names, nil
+	names, err := xattr.List(p)
+	if errors.Is(err, unix.ENOTSUP) {
+		return nil, nil
 	}
+	if err != nil {
+		return nil, fmt.Errorf("list xattrs: %w", err)
+	}
+	return names, nil
 }
 
 func getXattr(p, name string) ([]byte, error) {
