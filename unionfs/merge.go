@@ -1,6 +1,7 @@
 package unionfs
 
 import (
+	"github.com/unionmount/unionmount/internal/dirent"
 	"github.com/unionmount/unionmount/whiteout"
 	"golang.org/x/sys/unix"
 )
@@ -31,44 +32,13 @@ func readLayerDir(l *layer, rel string) ([]rawDirent, error) {
 	}
 	defer unix.Close(fd)
 	var out []rawDirent
-	buf := make([]byte, 64<<10)
-	for {
-		n, err := unix.Getdents(fd, buf)
-		if err == unix.EINTR {
-			continue
-		}
-		if err != nil {
-			return nil, err
-		}
-		if n <= 0 {
-			return out, nil
-		}
-		b := buf[:n]
-		for len(b) > 0 {
-			// struct linux_dirent64 { u64 ino; s64 off; u16 reclen; u8 type; char name[]; }
-			reclen := int(b[16]) | int(b[17])<<8
-			ino := le64(b[0:8])
-			typ := b[18]
-			nameb := b[19:reclen]
-			for i, c := range nameb {
-				if c == 0 {
-					nameb = nameb[:i]
-					break
-				}
-			}
-			b = b[reclen:]
-			name := string(nameb)
-			if name == "." || name == ".." {
-				continue
-			}
-			out = append(out, rawDirent{name: name, typ: typ, ino: ino})
-		}
+	err = dirent.Read(fd, func(e dirent.Entry) {
+		out = append(out, rawDirent{name: e.Name, typ: e.Type, ino: e.Ino})
+	})
+	if err != nil {
+		return nil, err
 	}
-}
-
-func le64(b []byte) uint64 {
-	return uint64(b[0]) | uint64(b[1])<<8 | uint64(b[2])<<16 | uint64(b[3])<<24 |
-		uint64(b[4])<<32 | uint64(b[5])<<40 | uint64(b[6])<<48 | uint64(b[7])<<56
+	return out, nil
 }
 
 func dtToMode(t uint8) uint32 {

@@ -11,6 +11,7 @@ import (
 	"strconv"
 	"strings"
 
+	"github.com/unionmount/unionmount/internal/dirent"
 	"github.com/unionmount/unionmount/internal/xattr"
 	"golang.org/x/sys/unix"
 )
@@ -526,59 +527,28 @@ func (x *Executor) readdir(p string) (Result, error) {
 	if err != nil {
 		return Result{}, err
 	}
-	type dirent struct {
-		name string
-		ino  uint64
-		typ  uint8
-	}
-	var ents []dirent
-	buf := make([]byte, 16<<10)
-	for {
-		n, err := unix.Getdents(fd, buf)
-		if err != nil {
-			unix.Close(fd)
-			return Result{}, err
-		}
-		if n == 0 {
-			break
-		}
-		for b := buf[:n]; len(b) > 0; {
-			reclen := int(b[16]) | int(b[17])<<8
-			name := b[19:reclen]
-			for i, c := range name {
-				if c == 0 {
-					name = name[:i]
-					break
-				}
-			}
-			ino := uint64(0)
-			for i := 7; i >= 0; i-- {
-				ino = ino<<8 | uint64(b[i])
-			}
-			if s := string(name); s != "." && s != ".." {
-				ents = append(ents, dirent{name: s, ino: ino, typ: b[18]})
-			}
-			b = b[reclen:]
-		}
-	}
+	ents, err := dirent.ReadAll(fd)
 	unix.Close(fd)
-	sort.Slice(ents, func(i, j int) bool { return ents[i].name < ents[j].name })
+	if err != nil {
+		return Result{}, err
+	}
+	sort.Slice(ents, func(i, j int) bool { return ents[i].Name < ents[j].Name })
 	var r Result
 	var vals []string
 	for _, e := range ents {
-		v := e.name + ":" + dtName(e.typ)
+		v := e.Name + ":" + dtName(e.Type)
 		var st unix.Stat_t
-		if err := unix.Lstat(dir+"/"+e.name, &st); err != nil {
+		if err := unix.Lstat(dir+"/"+e.Name, &st); err != nil {
 			if errors.Is(err, unix.ENOENT) {
 				vals = append(vals, v+VanishedMark)
 				continue
 			}
 			v += "!" + errnoName(err)
 		} else {
-			if st.Ino != e.ino {
+			if st.Ino != e.Ino {
 				v += "!dino"
 			}
-			if typeName(st.Mode) != dtName(e.typ) && e.typ != unix.DT_UNKNOWN {
+			if typeName(st.Mode) != dtName(e.Type) && e.Type != unix.DT_UNKNOWN {
 				v += "!dtype"
 			}
 			r.Inos = append(r.Inos, DevIno{st.Dev, st.Ino})

@@ -1,9 +1,7 @@
 package fstest
 
 import (
-	"bytes"
 	"crypto/sha256"
-	"encoding/binary"
 	"encoding/hex"
 	"errors"
 	"fmt"
@@ -14,6 +12,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/unionmount/unionmount/internal/dirent"
 	"github.com/unionmount/unionmount/internal/xattr"
 	"golang.org/x/sys/unix"
 )
@@ -362,11 +361,7 @@ func Inos(root string) (map[string]uint64, error) {
 }
 
 // Dirent is one raw directory entry as getdents64(2) returns it.
-type Dirent struct {
-	Name string
-	Ino  uint64 // d_ino
-	Type uint8  // d_type (unix.DT_*)
-}
+type Dirent = dirent.Entry
 
 // ReadDirents returns the raw entries of dir, "." and ".." excluded, in the
 // order the filesystem returned them.
@@ -376,36 +371,11 @@ func ReadDirents(dir string) ([]Dirent, error) {
 		return nil, fmt.Errorf("open dir %q: %w", dir, err)
 	}
 	defer unix.Close(fd)
-	var out []Dirent
-	buf := make([]byte, 32<<10)
-	for {
-		n, err := unix.Getdents(fd, buf)
-		if err != nil {
-			return nil, fmt.Errorf("getdents %q: %w", dir, err)
-		}
-		if n == 0 {
-			return out, nil
-		}
-		// struct linux_dirent64 { u64 d_ino; s64 d_off; u16 d_reclen;
-		// u8 d_type; char d_name[]; }
-		for b := buf[:n]; len(b) > 0; {
-			if len(b) < 19 {
-				return nil, fmt.Errorf("getdents %q: short record", dir)
-			}
-			reclen := int(binary.NativeEndian.Uint16(b[16:18]))
-			if reclen < 19 || reclen > len(b) {
-				return nil, fmt.Errorf("getdents %q: bad record length %d", dir, reclen)
-			}
-			name := b[19:reclen]
-			if i := bytes.IndexByte(name, 0); i >= 0 {
-				name = name[:i]
-			}
-			if s := string(name); s != "." && s != ".." {
-				out = append(out, Dirent{Name: s, Ino: binary.NativeEndian.Uint64(b[0:8]), Type: b[18]})
-			}
-			b = b[reclen:]
-		}
+	out, err := dirent.ReadAll(fd)
+	if err != nil {
+		return nil, fmt.Errorf("getdents %q: %w", dir, err)
 	}
+	return out, nil
 }
 
 // Extent is a range of a file that holds data, as SEEK_DATA and SEEK_HOLE
