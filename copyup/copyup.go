@@ -7,6 +7,7 @@ import (
 	"strconv"
 	"strings"
 
+	"github.com/unionmount/unionmount/internal/rmtree"
 	"golang.org/x/sys/unix"
 )
 
@@ -231,7 +232,7 @@ func (t *txn) rollback(err error) error {
 	if t.tmp == "" {
 		return err
 	}
-	if rerr := removeAllAt(t.work, t.tmp); rerr != nil {
+	if rerr := rmtree.RemoveAt(t.work, t.tmp); rerr != nil {
 		return errors.Join(err, fmt.Errorf("copy up %q: remove temp %q: %w", t.dst, t.tmp, rerr))
 	}
 	t.tmp = ""

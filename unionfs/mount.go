@@ -11,6 +11,7 @@ import (
 	"github.com/hanwen/go-fuse/v2/fs"
 	"github.com/hanwen/go-fuse/v2/fuse"
 	"github.com/unionmount/unionmount/copyup"
+	"github.com/unionmount/unionmount/internal/rmtree"
 	"github.com/unionmount/unionmount/whiteout"
 	"golang.org/x/sys/unix"
 )
@@ -136,7 +137,7 @@ func (u *unionFS) openWork() error {
 		return fmt.Errorf("clean workdir %q: %w", p, err)
 	}
 	for _, e := range entries {
-		if err := removeAllAt(fd, e.name); err != nil {
+		if err := rmtree.RemoveAt(fd, e.name); err != nil {
 			return fmt.Errorf("clean workdir %q: %w", p, err)
 		}
 	}

@@ -11,6 +11,7 @@ import (
 	"github.com/hanwen/go-fuse/v2/fs"
 	"github.com/hanwen/go-fuse/v2/fuse"
 	"github.com/unionmount/unionmount/copyup"
+	"github.com/unionmount/unionmount/internal/rmtree"
 	"github.com/unionmount/unionmount/whiteout"
 	"golang.org/x/sys/unix"
 )
@@ -174,7 +175,7 @@ func (u *unionFS) swapIn(dfd int, name string, make func(atFd int, atName string
 		err = unix.Renameat2(u.work, tmp, dfd, name, unix.RENAME_EXCHANGE)
 	}
 	// tmp is what was at name now, or the unused new entry.
-	if rerr := removeAllAt(u.work, tmp); rerr != nil && u.opts.Debug {
+	if rerr := rmtree.RemoveAt(u.work, tmp); rerr != nil && u.opts.Debug {
 		u.log.Printf("remove %q from the workdir: %v", tmp, rerr)
 	}
 	return err
@@ -450,37 +451,7 @@ func (u *unionFS) removeUpper(dfd int, name string, isDir, wo bool) error {
 	if err != nil {
 		return err
 	}
-	return removeAllAt(u.work, tmp)
-}
-
-// removeAllAt removes name in dirfd and everything below it, never
-// following symlinks.
-func removeAllAt(dirfd int, name string) error {
-	err := unix.Unlinkat(dirfd, name, 0)
-	if err == nil || errors.Is(err, unix.ENOENT) {
-		return nil
-	}
-	if !errors.Is(err, unix.EISDIR) && !errors.Is(err, unix.EPERM) {
-		return err
-	}
-	fd, err := unix.Openat(dirfd, name, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
-	if err != nil {
-		return err
-	}
-	l := &layer{fd: fd}
-	entries, err := readLayerDir(l, "")
-	if err == nil {
-		for _, e := range entries {
-			if err = removeAllAt(fd, e.name); err != nil {
-				break
-			}
-		}
-	}
-	unix.Close(fd)
-	if err != nil {
-		return err
-	}
-	return unix.Unlinkat(dirfd, name, unix.AT_REMOVEDIR)
+	return rmtree.RemoveAt(u.work, tmp)
 }
 
 var _ = (fs.NodeUnlinker)((*node)(nil))
