@@ -55,8 +55,8 @@ test: deps build build-race vet fmt-check
 fuzz:
 	GO=$(GO) FUZZTIME=$${FUZZTIME:-1m} bash scripts/fuzz.sh
 
-## soak: the long modes of issue 7 as root (about 2 hours on 2 cores): 200 kill
-## points per crash scenario, 1M fsx ops per configuration, 5 min of load,
+## soak: the long modes of the crash, reliability and differential tests and the
+## fuzz targets, as root (about 2 hours on 2 cores): 200 kill points per crash scenario, 1M fsx ops per configuration, 5 min of load,
 ## a 1M-entry walk, 30,000 differential steps, 10 min per fuzz target
 .PHONY: soak
 soak: export UNIONMOUNT_BIN := $(BIN)/unionmount

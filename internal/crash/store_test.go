@@ -1,4 +1,4 @@
-// Crash consistency of the image store (issue 7): `unionctl load` and
+// Crash consistency of the image store: `unionctl load` and
 // `unionctl commit` are killed with SIGKILL at seeded points, and at the
 // moments they create their staging directory and rename a layer or an
 // image into place (found with inotify). Right after each kill the store

@@ -131,7 +131,7 @@ var knownDifferences = []knownDifference{
 		name: "an unlinked lower file keeps its link count on the kernel",
 		reason: "a file opened from a lower layer and then unlinked is still linked in that layer, and " +
 			"kernel overlayfs reports the lower file's link count through the descriptor; unionmount " +
-			"reports 0, as for any file whose last name is gone (issue 8 asks for it). Only when the " +
+			"reports 0, as a local filesystem does for any file whose last name is gone. Only when the " +
 			"kernel's count did not drop (the file was a lower one) is its 0 expected",
 		results: func(op Op, k, u *Result) {
 			if op.Kind != OpUnlinkOpen || k.Err != "" || u.Err != "" || k.PreNlink == 0 {

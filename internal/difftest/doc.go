@@ -1,5 +1,5 @@
 // Package difftest is the differential test of unionmount against kernel
-// overlayfs (issue 8): random scripts of filesystem operations run on both
+// overlayfs: random scripts of filesystem operations run on both
 // over identical layer stacks, and everything a user can observe is
 // compared.
 //

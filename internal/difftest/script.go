@@ -630,9 +630,9 @@ func (x *Executor) unlinkOpen(op Op) (Result, error) {
 		return Result{}, err
 	}
 	if st.Mode&unix.S_IFMT != unix.S_IFREG {
-		// Only regular files: see the report of issue 8's differential
-		// test (fstat of an unlinked FIFO or directory fails on
-		// unionmount, it has no handle to ask).
+		// Only regular files: fstat of an unlinked FIFO or directory
+		// fails on unionmount, which has no handle to ask, so every
+		// such step would differ for that one known reason.
 		return Result{Val: typeName(st.Mode)}, nil
 	}
 	r := x.resolved(op.Path, false)

@@ -1,6 +1,6 @@
 package posix
 
-// Names and paths (issue 8), through the mount and through kernel
+// Names and paths, through the mount and through kernel
 // overlayfs over identical layers: NAME_MAX is the daemon's to enforce (the
 // kernel's FUSE client lets names up to 1024 bytes through), and a path
 // that is long below the mount works although the same path inside a layer

@@ -1,5 +1,5 @@
-// Package reliability holds the tests of issue 7 that concern the union
-// mount itself: permissions and the overlay xattr namespace, faults from
+// Package reliability holds the reliability tests of the union mount
+// itself: permissions and the overlay xattr namespace, faults from
 // below (a full upper, file descriptor exhaustion, lowers changed while
 // mounted, unmounts and signals while busy), load from many processes
 // against a daemon built with -race, and the fsx-style data-integrity
