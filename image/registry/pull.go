@@ -74,11 +74,11 @@ func Resolve(ctx context.Context, ref image.Remote, opts Options) (*Resolved, er
 	src.Fetch = func(ctx context.Context, d v1.Descriptor) (io.ReadCloser, error) {
 		l, err := puller.Layer(ctx, gref.Context().Digest(d.Digest.String()))
 		if err != nil {
-			return nil, opts.explain(ref.Registry, err, what)
+			return nil, opts.explain(ref.Registry, err, "blob "+d.Digest.Encoded()[:12])
 		}
 		rc, err := l.Compressed()
 		if err != nil {
-			return nil, opts.explain(ref.Registry, err, fmt.Sprintf("%s: blob %s", what, d.Digest.Encoded()[:12]))
+			return nil, opts.explain(ref.Registry, err, "blob "+d.Digest.Encoded()[:12])
 		}
 		return rc, nil
 	}

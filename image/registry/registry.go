@@ -287,7 +287,7 @@ func explainFor(err error, what, host string, tlsCfg *tls.Config) error {
 				return fmt.Errorf("%s: %w: %s", what, image.ErrNotFound, d.Message)
 			}
 		}
-		return fmt.Errorf("%s: registry answered %d: %s", what, te.StatusCode, te.Error())
+		return fmt.Errorf("%s: registry answered %d: %s", what, te.StatusCode, strings.Join(strings.Fields(te.Error()), " "))
 	}
 	var nerr net.Error
 	var oerr *net.OpError

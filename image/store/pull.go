@@ -517,6 +517,11 @@ func (p *puller) download(ctx context.Context, i int, sp *spool) error {
 			break
 		}
 		if rerr != nil {
+			// A client that verifies too fails at the end: ours is the
+			// error that says what happened.
+			if n == d.Size && digest.NewDigest(digest.SHA256, h) != d.Digest {
+				return fmt.Errorf("%w: blob hashes to %s, the manifest says %s", image.ErrDigestMismatch, digest.NewDigest(digest.SHA256, h), d.Digest)
+			}
 			return fmt.Errorf("fetch blob %s: %w", short(d.Digest), rerr)
 		}
 	}
