@@ -2,10 +2,16 @@ package main
 
 import (
 	"encoding/json"
+	"net/http"
+	"net/http/httptest"
+	"net/http/httputil"
+	"net/url"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"slices"
 	"strings"
+	"sync"
 	"testing"
 
 	"github.com/unionmount/unionmount/image/imagetest"
@@ -191,4 +197,112 @@ func TestRegistryTLSAuthLogin(t *testing.T) {
 	if r := s.Run(nil, append([]string{"pull", ref}, flags...)...); r.Code == 0 {
 		t.Errorf("pull after logout: %v", r)
 	}
+}
+
+// TestRegistryPullInterrupted: SIGINT while the top layer's blob hangs
+// stops the pull with one line, stores no image and no partial layer
+// (each layer directory is complete, tmp/ is empty), and the next pull
+// fetches the config and only the layers that were not complete.
+func TestRegistryPullInterrupted(t *testing.T) {
+	fstest.RequireRoot(t)
+	imagetest.RequireBusybox(t)
+	registrytest.Require(t, "skopeo", "umoci")
+	reg := registrytest.Start(t, registrytest.Options{})
+	reg.Seed(t, "oci:"+registrytest.BusyboxLayout(t, 2)+":base", "bb:1")
+	var man struct{ Layers []struct{ Digest string } }
+	if err := json.Unmarshal([]byte(sh(t, "", "skopeo", "inspect", "--raw", "--tls-verify=false", "docker://"+reg.Host+"/bb:1")), &man); err != nil {
+		t.Fatal(err)
+	}
+	top := man.Layers[len(man.Layers)-1].Digest
+
+	// A proxy that holds the top layer's blob until released, and says
+	// when it holds it and has served every other blob (the config and
+	// the layers below): those are then whole at the client, which
+	// unpacks them even when interrupted, usually.
+	hit, release := make(chan struct{}), make(chan struct{})
+	var once sync.Once
+	var mu sync.Mutex
+	gets, served, holding := 0, 0, false
+	check := func() {
+		if holding && served == len(man.Layers) {
+			once.Do(func() { close(hit) })
+		}
+	}
+	target, _ := url.Parse("http://" + reg.Host)
+	proxy := httputil.NewSingleHostReverseProxy(target)
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.Method != http.MethodGet || !strings.Contains(r.URL.Path, "/blobs/") {
+			proxy.ServeHTTP(w, r)
+			return
+		}
+		mu.Lock()
+		gets++
+		mu.Unlock()
+		if strings.HasSuffix(r.URL.Path, top) {
+			select {
+			case <-release:
+			default:
+				mu.Lock()
+				holding = true
+				check()
+				mu.Unlock()
+				select {
+				case <-release:
+				case <-r.Context().Done():
+					return
+				}
+			}
+		}
+		proxy.ServeHTTP(w, r)
+		mu.Lock()
+		served++
+		check()
+		mu.Unlock()
+	}))
+	t.Cleanup(srv.Close)
+	ref := strings.TrimPrefix(srv.URL, "http://") + "/bb:1"
+
+	s := imagetest.NewSession(t)
+	cmd := exec.Command(s.Bin, "--root", s.Root, "--unionmount", s.Unionmount, "pull", "--tls-verify=false", ref)
+	var stderr strings.Builder
+	cmd.Stderr = &stderr
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	<-hit
+	cmd.Process.Signal(os.Interrupt)
+	err := cmd.Wait()
+	if ee, ok := err.(*exec.ExitError); !ok || ee.ExitCode() != 1 || !strings.Contains(stderr.String(), "interrupted") ||
+		len(imagetest.Lines(stderr.String())) != 1 {
+		t.Fatalf("interrupted pull: %v\n%s", err, stderr.String())
+	}
+	t.Logf("interrupted: %s", strings.TrimSpace(stderr.String()))
+	if ids := s.Must(nil, "images", "-q").Stdout; ids != "" {
+		t.Errorf("images after an interrupted pull: %q", ids)
+	}
+	ents, _ := os.ReadDir(filepath.Join(s.Root, "layers"))
+	for _, e := range ents {
+		if _, err := os.Stat(filepath.Join(s.Root, "layers", e.Name(), "layer.json")); err != nil {
+			t.Errorf("partial layer %s: %v", e.Name(), err)
+		}
+	}
+	if tmp, _ := os.ReadDir(filepath.Join(s.Root, "tmp")); len(tmp) != 0 {
+		t.Errorf("tmp/ holds %d entries after the interrupt", len(tmp))
+	}
+	complete := len(ents)
+	if complete >= len(man.Layers) {
+		t.Fatalf("%d layers complete of %d, though the top one never arrived", complete, len(man.Layers))
+	}
+
+	close(release)
+	mu.Lock()
+	gets = 0
+	mu.Unlock()
+	s.Must(nil, "pull", "--tls-verify=false", ref)
+	mu.Lock()
+	defer mu.Unlock()
+	if want := 1 + len(man.Layers) - complete; gets != want {
+		t.Errorf("the next pull fetched %d blobs, want %d (the config and %d layers; %d were complete)", gets, want, len(man.Layers)-complete, complete)
+	}
+	t.Logf("%d of %d layers were complete; the next pull fetched %d blobs", complete, len(man.Layers), gets)
 }
