@@ -68,7 +68,7 @@ func registryFlags(fs *pflag.FlagSet, o *cmdOpts) {
 }
 
 func (o *cmdOpts) registryOptions() registry.Options {
-	return registry.Options{TLSVerify: o.tlsVerify, AuthFile: o.authfile, CertDir: o.certDir, Platform: o.platform}
+	return registry.Options{Insecure: !o.tlsVerify, AuthFile: o.authfile, CertDir: o.certDir, Platform: o.platform}
 }
 
 // interruptible is ctx cancelled by SIGINT or SIGTERM: a pull stops, keeps

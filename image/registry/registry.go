@@ -48,10 +48,9 @@ const DefaultCertDir = "/etc/containers/certs.d"
 
 // Options configures every registry operation.
 type Options struct {
-	// TLSVerify false: plain HTTP, or HTTPS without certificate checks.
-	// (Set it from the flag; the zero Options verify nothing: use
-	// DefaultOptions.)
-	TLSVerify bool
+	// Insecure (--tls-verify=false): plain HTTP, or HTTPS without
+	// certificate checks. The zero Options verify.
+	Insecure bool
 	// AuthFile is where credentials are read and login writes them; ""
 	// means AuthFilePath's default.
 	AuthFile string
@@ -70,9 +69,6 @@ type Options struct {
 	UserAgent string
 }
 
-// DefaultOptions verify TLS and read the default auth file.
-func DefaultOptions() Options { return Options{TLSVerify: true} }
-
 // userAgent names us to registries.
 const userAgent = "unionctl"
 
@@ -87,7 +83,7 @@ func (o Options) jobs() int {
 // have checked them already (image.ParseRemote).
 func (o Options) nameOptions() []name.Option {
 	opts := []name.Option{name.WeakValidation}
-	if !o.TLSVerify {
+	if o.Insecure {
 		opts = append(opts, name.Insecure)
 	}
 	return opts
@@ -142,7 +138,7 @@ func (o Options) transport(host string) (http.RoundTripper, error) {
 // them (containers/image pkg/tlsclientconfig).
 func (o Options) tlsConfig(host string) (*tls.Config, error) {
 	cfg := &tls.Config{MinVersion: tls.VersionTLS12}
-	if !o.TLSVerify {
+	if o.Insecure {
 		cfg.InsecureSkipVerify = true
 	}
 	dir := o.CertDir

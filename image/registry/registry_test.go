@@ -134,7 +134,7 @@ func (f *fakeRegistry) gets() int {
 }
 
 func testOptions(t *testing.T) Options {
-	return Options{TLSVerify: false, AuthFile: filepath.Join(t.TempDir(), "auth.json"), CertDir: t.TempDir(),
+	return Options{Insecure: true, AuthFile: filepath.Join(t.TempDir(), "auth.json"), CertDir: t.TempDir(),
 		Backoff: remote.Backoff{Duration: time.Millisecond, Factor: 2, Steps: 3}}
 }
 
