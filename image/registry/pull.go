@@ -6,7 +6,10 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net"
 	"strings"
+	"syscall"
+	"time"
 
 	gcr "github.com/google/go-containerregistry/pkg/v1"
 	"github.com/google/go-containerregistry/pkg/v1/remote"
@@ -72,15 +75,22 @@ func Resolve(ctx context.Context, ref image.Remote, opts Options) (*Resolved, er
 		src.Name = l.String()
 	}
 	src.Fetch = func(ctx context.Context, d v1.Descriptor) (io.ReadCloser, error) {
-		l, err := puller.Layer(ctx, gref.Context().Digest(d.Digest.String()))
-		if err != nil {
-			return nil, opts.explain(ref.Registry, err, "blob "+d.Digest.Encoded()[:12])
+		open := func() (io.ReadCloser, error) {
+			l, err := puller.Layer(ctx, gref.Context().Digest(d.Digest.String()))
+			if err != nil {
+				return nil, opts.explain(ref.Registry, err, "blob "+d.Digest.Encoded()[:12])
+			}
+			rc, err := l.Compressed()
+			if err != nil {
+				return nil, opts.explain(ref.Registry, err, "blob "+d.Digest.Encoded()[:12])
+			}
+			return rc, nil
 		}
-		rc, err := l.Compressed()
+		rc, err := open()
 		if err != nil {
-			return nil, opts.explain(ref.Registry, err, "blob "+d.Digest.Encoded()[:12])
+			return nil, err
 		}
-		return rc, nil
+		return &resumingReader{ctx: ctx, open: open, rc: rc, backoff: opts.backoff()}, nil
 	}
 	return &Resolved{Ref: ref, Source: src}, nil
 }
@@ -165,4 +175,78 @@ func Pull(ctx context.Context, st *store.Store, ref image.Remote, opts Options, 
 		return r, res, fmt.Errorf("pull %s: %w", ref, err)
 	}
 	return r, res, nil
+}
+
+// resumingReader reads a blob and, when the connection breaks in the
+// middle (reset, unexpected EOF, timeout), fetches it again, skips what
+// it already delivered and goes on, up to the backoff's steps. The
+// request-level retries of go-containerregistry's transport end once a
+// response has begun; this covers the body. The bytes delivered across
+// attempts are checked as one against the blob's digest by the reader's
+// consumer (store.Pull), so a registry that served other bytes the
+// second time is caught there.
+type resumingReader struct {
+	ctx     context.Context
+	open    func() (io.ReadCloser, error)
+	rc      io.ReadCloser
+	n       int64 // bytes delivered
+	backoff remote.Backoff
+}
+
+func (r *resumingReader) Read(p []byte) (int, error) {
+	for {
+		if r.rc == nil {
+			rc, err := r.open()
+			if err == nil {
+				if _, err = io.CopyN(io.Discard, rc, r.n); err != nil {
+					rc.Close()
+				}
+			}
+			if err != nil {
+				if r.retry(err) {
+					continue
+				}
+				return 0, err
+			}
+			r.rc = rc
+		}
+		n, err := r.rc.Read(p)
+		r.n += int64(n)
+		if err == nil || err == io.EOF || !r.retry(err) {
+			return n, err
+		}
+		r.rc.Close()
+		r.rc = nil
+		if n > 0 {
+			return n, nil
+		}
+	}
+}
+
+// retry says whether err is worth another attempt and, if so, waits the
+// next backoff step (or until ctx ends).
+func (r *resumingReader) retry(err error) bool {
+	if r.ctx.Err() != nil || r.backoff.Steps <= 0 {
+		return false
+	}
+	var nerr net.Error
+	if !errors.Is(err, io.ErrUnexpectedEOF) && !errors.Is(err, syscall.ECONNRESET) && !errors.Is(err, syscall.EPIPE) &&
+		!(errors.As(err, &nerr) && nerr.Timeout()) {
+		return false
+	}
+	t := time.NewTimer(r.backoff.Step())
+	defer t.Stop()
+	select {
+	case <-t.C:
+		return true
+	case <-r.ctx.Done():
+		return false
+	}
+}
+
+func (r *resumingReader) Close() error {
+	if r.rc == nil {
+		return nil
+	}
+	return r.rc.Close()
 }

@@ -72,6 +72,15 @@ type Options struct {
 // userAgent names us to registries.
 const userAgent = "unionctl"
 
+// backoff is the retry schedule: Options.Backoff, else
+// go-containerregistry's default (1 s, then 3 s, then 9 s).
+func (o Options) backoff() remote.Backoff {
+	if o.Backoff.Steps > 0 {
+		return o.Backoff
+	}
+	return remote.Backoff{Duration: time.Second, Factor: 3, Jitter: 0.1, Steps: 3}
+}
+
 func (o Options) jobs() int {
 	if o.Jobs > 0 {
 		return o.Jobs

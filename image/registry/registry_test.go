@@ -161,13 +161,25 @@ func pull(t *testing.T, s *store.Store, f *fakeRegistry, ref string) (store.Pull
 }
 
 // TestPullRetriesAndRedirects: a blob answered 503 twice, then served,
-// and a blob redirected to other storage, arrive; a second pull fetches
-// nothing.
+// a blob redirected to other storage, and a blob whose connection breaks
+// half way the first time (resumed by fetching it again), arrive; a
+// second pull fetches nothing.
 func TestPullRetriesAndRedirects(t *testing.T) {
 	s := newStore(t)
-	f := newFake(t, layerTar(t, "a", "a"), layerTar(t, "b", "b"))
+	f := newFake(t, layerTar(t, "a", "a"), layerTar(t, "b", "b"), layerTar(t, "c", strings.Repeat("c", 100000)))
 	f.fail = func(w http.ResponseWriter, r *http.Request, n int) bool {
 		switch {
+		case strings.HasSuffix(r.URL.Path, f.layers[2].Digest.String()) && n == 1:
+			b := f.blobs[f.layers[2].Digest]
+			w.Header().Set("Content-Length", fmt.Sprint(len(b)))
+			w.WriteHeader(http.StatusOK)
+			w.Write(b[:len(b)/2])
+			w.(http.Flusher).Flush()
+			conn, _, err := w.(http.Hijacker).Hijack()
+			if err == nil {
+				conn.Close()
+			}
+			return true
 		case strings.HasSuffix(r.URL.Path, f.layers[0].Digest.String()) && n <= 2:
 			http.Error(w, "busy", http.StatusServiceUnavailable)
 			return true
@@ -181,8 +193,8 @@ func TestPullRetriesAndRedirects(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if res.Layers != 2 || f.gets() != 5 { // config, layer 0 three times, layer 1
-		t.Errorf("pull: %+v", res)
+	if n := f.gets(); res.Layers != 3 || n != 7 { // config, layer 0 three times, layer 1, layer 2 twice
+		t.Errorf("pull: %+v, %d blob GETs, want 7", res, n)
 	}
 	if _, err := pull(t, s, f, "x:t"); err != nil || f.gets() != 0 {
 		t.Errorf("second pull: %v", err)
