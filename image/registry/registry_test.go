@@ -11,6 +11,7 @@ import (
 	"net/http/httptest"
 	"os"
 	"path/filepath"
+	"runtime"
 	"slices"
 	"strings"
 	"sync"
@@ -19,6 +20,7 @@ import (
 
 	"github.com/google/go-containerregistry/pkg/v1/remote"
 	"github.com/opencontainers/go-digest"
+	specs "github.com/opencontainers/image-spec/specs-go"
 	v1 "github.com/opencontainers/image-spec/specs-go/v1"
 
 	"github.com/unionmount/unionmount/image"
@@ -369,3 +371,107 @@ func TestKeychain(t *testing.T) {
 		t.Errorf("default auth file %s", got)
 	}
 }
+
+// TestBearerLogin: a registry that answers 401 with a Bearer challenge
+// and a token service that checks basic credentials: login with a wrong
+// password fails (ErrUnauthorized, nothing written, the password not in
+// the message), with the right one writes the auth file, and a pull then
+// presents the token it got for those credentials.
+func TestBearerLogin(t *testing.T) {
+	s := newStore(t)
+	f := newFake(t, layerTar(t, "a", "a"))
+	const token = "tok-123"
+	f.fail = func(w http.ResponseWriter, r *http.Request, _ int) bool {
+		if r.URL.Path == "/token" {
+			if u, p, ok := r.BasicAuth(); !ok || u != "bob" || p != "right-pw" {
+				http.Error(w, `{"errors":[{"code":"UNAUTHORIZED","message":"bad credentials"}]}`, http.StatusUnauthorized)
+				return true
+			}
+			json.NewEncoder(w).Encode(map[string]string{"token": token})
+			return true
+		}
+		if r.Header.Get("Authorization") != "Bearer "+token {
+			w.Header().Set("WWW-Authenticate", fmt.Sprintf(`Bearer realm="%s/token",service="fake"`, f.srv.URL))
+			http.Error(w, `{"errors":[{"code":"UNAUTHORIZED","message":"authentication required"}]}`, http.StatusUnauthorized)
+			return true
+		}
+		return false
+	}
+	opts := testOptions(t)
+	err := Login(context.Background(), f.host(), "bob", "wrong-pw", opts)
+	if !errors.Is(err, ErrUnauthorized) || strings.Contains(err.Error(), "wrong-pw") {
+		t.Fatalf("login with a wrong password: %v", err)
+	}
+	if _, err := os.Stat(opts.AuthFile); !os.IsNotExist(err) {
+		t.Errorf("failed login wrote the auth file: %v", err)
+	}
+	r, _ := image.ParseRemote(f.host() + "/x:t")
+	if _, _, err := Pull(context.Background(), s, r, opts, nil); !errors.Is(err, ErrUnauthorized) {
+		t.Errorf("pull before login: %v", err)
+	}
+	if err := Login(context.Background(), f.host(), "bob", "right-pw", opts); err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := Pull(context.Background(), s, r, opts, nil); err != nil {
+		t.Errorf("pull after login: %v", err)
+	}
+}
+
+// TestPullManifestList: an index with amd64 and arm64 images gives the
+// one --platform names, and without it the host's.
+func TestPullManifestList(t *testing.T) {
+	s := newStore(t)
+	amd := newFake(t, layerTar(t, "arch", "amd64"))
+	arm := newFake(t, layerTar(t, "arch", "arm64"))
+	// Serve arm's blobs and manifest from amd's server, and an index.
+	for d, b := range arm.blobs {
+		amd.blobs[d] = b
+	}
+	armM := arm.manifest
+	amdM := amd.manifest
+	idx, _ := json.Marshal(v1.Index{Versioned: specsV2, MediaType: v1.MediaTypeImageIndex, Manifests: []v1.Descriptor{
+		{MediaType: v1.MediaTypeImageManifest, Digest: digest.FromBytes(amdM), Size: int64(len(amdM)), Platform: &v1.Platform{OS: "linux", Architecture: "amd64"}},
+		{MediaType: v1.MediaTypeImageManifest, Digest: digest.FromBytes(armM), Size: int64(len(armM)), Platform: &v1.Platform{OS: "linux", Architecture: "arm64", Variant: "v8"}},
+	}})
+	amd.fail = func(w http.ResponseWriter, r *http.Request, _ int) bool {
+		if !strings.Contains(r.URL.Path, "/manifests/") {
+			return false
+		}
+		body, mt := idx, v1.MediaTypeImageIndex
+		switch {
+		case strings.HasSuffix(r.URL.Path, digest.FromBytes(amdM).String()):
+			body, mt = amdM, v1.MediaTypeImageManifest
+		case strings.HasSuffix(r.URL.Path, digest.FromBytes(armM).String()):
+			body, mt = armM, v1.MediaTypeImageManifest
+		}
+		w.Header().Set("Content-Type", mt)
+		w.Header().Set("Docker-Content-Digest", digest.FromBytes(body).String())
+		w.Header().Set("Content-Length", fmt.Sprint(len(body)))
+		if r.Method == http.MethodGet {
+			w.Write(body)
+		}
+		return true
+	}
+	r, _ := image.ParseRemote(amd.host() + "/x:t")
+	opts := testOptions(t)
+	opts.Platform = "linux/arm64"
+	res, _, err := Pull(context.Background(), s, r, opts, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res.Source.ManifestDigest != digest.FromBytes(armM) {
+		t.Errorf("--platform linux/arm64 pulled %s, want arm's %s", res.Source.ManifestDigest, digest.FromBytes(armM))
+	}
+	if runtime.GOARCH == "amd64" {
+		opts.Platform = ""
+		if res, _, err := Pull(context.Background(), s, r, opts, nil); err != nil || res.Source.ManifestDigest != digest.FromBytes(amdM) {
+			t.Errorf("no --platform on amd64: %v, %v", res, err)
+		}
+	}
+	opts.Platform = "linux/s390x"
+	if _, _, err := Pull(context.Background(), s, r, opts, nil); !errors.Is(err, image.ErrNotFound) || !strings.Contains(err.Error(), "linux/arm64/v8") {
+		t.Errorf("s390x: %v", err)
+	}
+}
+
+var specsV2 = specs.Versioned{SchemaVersion: 2}
