@@ -306,3 +306,49 @@ func TestRegistryPullInterrupted(t *testing.T) {
 	}
 	t.Logf("%d of %d layers were complete; the next pull fetched %d blobs", complete, len(man.Layers), gets)
 }
+
+// TestRegistryRootless: a user without privileges pulls (unionctl
+// re-executes itself in the user's namespace; the network is the host's),
+// runs what it pulled, and pushes it under another name: the same
+// manifest digest.
+func TestRegistryRootless(t *testing.T) {
+	fstest.RequireFUSE(t)
+	imagetest.RequireBusybox(t)
+	registrytest.Require(t, "skopeo", "umoci")
+	u := createTestUser(t)
+	reg := registrytest.Start(t, registrytest.Options{})
+	reg.Seed(t, "oci:"+registrytest.BusyboxLayout(t, 1)+":base", "bb:1")
+
+	base, err := os.MkdirTemp("", "unionctl-rootless-pull-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		unmountUnder(base)
+		os.RemoveAll(base)
+	})
+	os.Chmod(base, 0o755)
+	bin := filepath.Join(base, "bin")
+	os.Mkdir(bin, 0o755)
+	imagetest.CopyFile(t, imagetest.Unionctl(t), filepath.Join(bin, "unionctl"))
+	imagetest.CopyFile(t, fstest.Binary(t), filepath.Join(bin, "unionmount"))
+	os.Chmod(filepath.Join(bin, "unionctl"), 0o755)
+	os.Chmod(filepath.Join(bin, "unionmount"), 0o755)
+	home := filepath.Join(base, "home")
+	os.Mkdir(home, 0o700)
+	os.Chown(home, u.uid, u.gid)
+	s := &imagetest.Session{T: t, Bin: filepath.Join(bin, "unionctl"), Root: filepath.Join(home, "store"),
+		Unionmount: filepath.Join(bin, "unionmount"), Wrap: asUser(u, home),
+		Env: []string{"XDG_RUNTIME_DIR=" + home}}
+	t.Cleanup(func() { s.Run(nil, "unshare", "rm", "-rf", s.Root) })
+
+	ref := reg.Host + "/bb:1"
+	s.Must(nil, "pull", "--tls-verify=false", ref)
+	if out := s.Must(nil, "run", "--rm", ref, "sh", "-c", "cat /etc/motd /layer/1; id -u").Stdout; out != "welcome\nlayer 1\n0\n" {
+		t.Errorf("rootless run of a pulled image: %q", out)
+	}
+	out := s.Must(nil, "push", "--tls-verify=false", ref, reg.Host+"/mine/bb:1").Stdout
+	if want := skopeoDigest(t, ref, "--tls-verify=false"); !strings.Contains(out, want) {
+		t.Errorf("rootless push: %q, want digest %s", out, want)
+	}
+}
