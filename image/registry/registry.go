@@ -221,51 +221,33 @@ func ParsePlatform(s string) (gcr.Platform, error) {
 	return p, nil
 }
 
-// explain turns a registry's error into one line that says what to do.
+// explain turns a registry's error into one line that says the cause and
+// what to do; what names the operation ("pull HOST/NAME:TAG").
 func (o Options) explain(host string, err error, what string) error {
-	cfg, cerr := o.tlsConfig(host)
-	if cerr != nil {
-		cfg = nil
+	certDir := o.CertDir
+	if certDir == "" {
+		certDir = DefaultCertDir
 	}
-	return explainFor(err, what, host, cfg)
-}
-
-// tlsProbe says why a TLS handshake with host fails.
-func tlsProbe(host string, cfg *tls.Config) error {
-	if cfg == nil {
-		return errors.New("handshake failed")
-	}
-	d := &net.Dialer{Timeout: 10 * time.Second}
-	c, err := tls.DialWithDialer(d, "tcp", host, cfg)
-	if err != nil {
-		return err
-	}
-	c.Close()
-	return errors.New("the handshake works now")
-}
-
-// explainFor is explain that can probe host's TLS with cfg.
-func explainFor(err error, what, host string, tlsCfg *tls.Config) error {
+	caHint := fmt.Sprintf("put its CA in %s/%s/ca.crt, or use --tls-verify=false", certDir, host)
 	if strings.Contains(err.Error(), "Client sent an HTTP request to an HTTPS server") {
-		// HTTPS failed and the loopback fallback to HTTP found HTTPS:
-		// say why HTTPS failed.
-		return fmt.Errorf("%s: HTTPS to the registry failed: %v (put its CA in %s/%s/ca.crt or give --cert-dir, or use --tls-verify=false)",
-			what, tlsProbe(host, tlsCfg), DefaultCertDir, host)
+		// HTTPS failed, and the loopback fallback to plain HTTP found an
+		// HTTPS server: say why HTTPS failed.
+		return fmt.Errorf("%s: HTTPS to the registry failed: %v (%s)", what, o.tlsProbe(host), caHint)
 	}
 	var te *transport.Error
 	if errors.As(err, &te) {
 		switch te.StatusCode {
 		case http.StatusUnauthorized:
-			return fmt.Errorf("%s: %w: the registry refused the credentials (log in with unionctl login, or check --authfile)", what, errUnauthorized)
+			return fmt.Errorf("%s: %w: the registry refused the credentials (log in with unionctl login, or check --authfile)", what, ErrUnauthorized)
 		case http.StatusForbidden:
-			return fmt.Errorf("%s: %w: access denied (check the repository name and your permissions)", what, errUnauthorized)
+			return fmt.Errorf("%s: %w: access denied (check the repository name and your permissions)", what, ErrUnauthorized)
 		case http.StatusNotFound:
 			return fmt.Errorf("%s: %w: the registry has no such repository, tag or manifest (check the name)", what, image.ErrNotFound)
 		}
 		for _, d := range te.Errors {
 			switch d.Code {
 			case transport.UnauthorizedErrorCode, transport.DeniedErrorCode:
-				return fmt.Errorf("%s: %w: %s (log in with unionctl login)", what, errUnauthorized, d.Message)
+				return fmt.Errorf("%s: %w: %s (log in with unionctl login)", what, ErrUnauthorized, d.Message)
 			case transport.ManifestUnknownErrorCode, transport.NameUnknownErrorCode, transport.BlobUnknownErrorCode:
 				return fmt.Errorf("%s: %w: %s", what, image.ErrNotFound, d.Message)
 			}
@@ -280,16 +262,27 @@ func explainFor(err error, what, host string, tlsCfg *tls.Config) error {
 	case strings.Contains(err.Error(), "server gave HTTP response to HTTPS client"):
 		return fmt.Errorf("%s: the registry speaks plain HTTP: use --tls-verify=false", what)
 	case strings.Contains(err.Error(), "x509:") || strings.Contains(err.Error(), "certificate"):
-		return fmt.Errorf("%s: %w (put its CA in %s/HOST/ca.crt, or use --tls-verify=false)", what, err, DefaultCertDir)
+		return fmt.Errorf("%s: %w (%s)", what, err, caHint)
 	case errors.As(err, &nerr) && nerr.Timeout():
 		return fmt.Errorf("%s: the registry did not answer in time: %w", what, err)
 	}
 	return fmt.Errorf("%s: %w", what, err)
 }
 
-// errUnauthorized: the registry refused the credentials or access.
-var errUnauthorized = errors.New("unauthorized")
+// tlsProbe says why a TLS handshake with host fails.
+func (o Options) tlsProbe(host string) error {
+	cfg, err := o.tlsConfig(host)
+	if err != nil {
+		return err
+	}
+	c, err := tls.DialWithDialer(&net.Dialer{Timeout: 10 * time.Second}, "tcp", host, cfg)
+	if err != nil {
+		return err
+	}
+	c.Close()
+	return errors.New("the handshake failed once, and works when tried again")
+}
 
-// ErrUnauthorized is returned (wrapped) when the registry refuses the
-// credentials or the access.
-var ErrUnauthorized = errUnauthorized
+// ErrUnauthorized (wrapped): the registry refused the credentials or the
+// access.
+var ErrUnauthorized = errors.New("unauthorized")
