@@ -560,6 +560,12 @@ func (p *puller) apply(i int, parent, diffID digest.Digest, meta Layer) (*Layer,
 		return nil, false, err
 	}
 	p.event(i, PullComplete, total, total)
+	// The blob is in the layer now: its file goes at once rather than
+	// with the pull's staging directory.
+	if sp.f != nil {
+		sp.f.Close()
+		os.Remove(sp.f.Name())
+	}
 	return l, created, nil
 }
 
