@@ -1,6 +1,7 @@
 // Package image is the vocabulary shared by unionctl's image and container
 // tooling: the sentinel errors every layer of it returns (for errors.Is)
-// and image references (NAME[:TAG]).
+// and image references (NAME[:TAG] in the store, ParseRemote's
+// [HOST[:PORT]/]NAME[:TAG][@DIGEST] for registries).
 //
 // The model is Docker's, on the union filesystem:
 //
@@ -18,10 +19,14 @@
 //	image/archive  docker-archive, oci-archive and OCI image layouts
 //	image/store    the store directory: layers, images, containers, volumes
 //	image/runner   running a container: namespaces, pivot_root, runc
+//	image/registry pull, push, login, logout: the OCI distribution API
+//	               (go-containerregistry), auth files, TLS, retries
 //	image/imagetest  test kit: builds unionctl, busybox rootfs tarballs
+//	image/registrytest  test kit: a real docker-registry, plain or TLS
+//	               with htpasswd, seeded by skopeo
 //
-// Imports point one way: image <- layer <- archive <- store; runner stands
-// alone (it knows a mounted root and a command, not the store), and
-// cmd/unionctl wires them. docs/images.md describes the store layout and
+// Imports point one way: image <- layer <- archive <- store <- registry;
+// runner stands alone (it knows a mounted root and a command, not the
+// store), and cmd/unionctl wires them. docs/images.md describes the store layout and
 // the verbs.
 package image

@@ -35,3 +35,35 @@ func FuzzParseReference(f *testing.F) {
 		}
 	})
 }
+
+// FuzzParseRemote: any string parses or fails with ErrInvalidReference;
+// what parses is fully qualified (a registry, a path, a tag or a digest),
+// prints back to a string that parses to the same reference, and its
+// local name (if any) is a valid stored-image name.
+func FuzzParseRemote(f *testing.F) {
+	for _, s := range []string{"", "busybox", "busybox:1.36", "me/tool", "localhost:5000/a/b:c", "[::1]:5000/x",
+		"a@sha256:0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef", "Host/x", "a:b:c", "index.docker.io/x"} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, s string) {
+		r, err := ParseRemote(s)
+		if err != nil {
+			if !errors.Is(err, ErrInvalidReference) {
+				t.Fatalf("ParseRemote(%q): error %v is not ErrInvalidReference", s, err)
+			}
+			return
+		}
+		if r.Registry == "" || r.Repository == "" || (r.Tag == "" && r.Digest == "") {
+			t.Fatalf("ParseRemote(%q) = %+v: not fully qualified", s, r)
+		}
+		r2, err := ParseRemote(r.String())
+		if err != nil || r2 != r {
+			t.Fatalf("ParseRemote(%q) = %+v, but its String %q parses to %+v, %v", s, r, r.String(), r2, err)
+		}
+		if l := r.Local(); l.Name != "" {
+			if _, err := ParseReference(l.String()); err != nil {
+				t.Fatalf("local name %q of %q does not parse: %v", l.String(), s, err)
+			}
+		}
+	})
+}

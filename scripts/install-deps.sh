@@ -19,12 +19,15 @@
 # e2fsprogs          mke2fs             scratch filesystems in tests
 # xfsprogs           mkfs.xfs           reflink (FICLONE) copy-up test
 # strace             strace             exact syscall kill points (internal/crash)
+# docker-registry    docker-registry    a real registry for pull/push tests
+# apache2-utils      htpasswd           the registry's basic-auth password file
+# openssl            openssl            the registry tests' CA and certificate
 set -euo pipefail
 
 # Non-root shells often lack the sbin directories (mke2fs, modprobe).
 export PATH="$PATH:/usr/local/sbin:/usr/sbin:/sbin"
 
-PACKAGES=(fuse3 fuse-overlayfs attr busybox-static gcc libc6-dev uidmap podman runc umoci skopeo tar zstd e2fsprogs xfsprogs strace)
+PACKAGES=(fuse3 fuse-overlayfs attr busybox-static gcc libc6-dev uidmap podman runc umoci skopeo tar zstd e2fsprogs xfsprogs strace docker-registry apache2-utils openssl)
 
 say() { printf 'deps: %s\n' "$*"; }
 have() { command -v "$1" >/dev/null 2>&1; }
@@ -39,6 +42,7 @@ present() {
 	libc6-dev) [[ -e /usr/include/stdio.h ]] ;;
 	uidmap) have newuidmap && have newgidmap ;;
 	e2fsprogs) have mke2fs ;;
+	apache2-utils) have htpasswd ;;
 	xfsprogs) have mkfs.xfs ;;
 	*) have "$1" ;;
 	esac

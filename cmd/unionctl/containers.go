@@ -39,12 +39,12 @@ func createFlags(fs *pflag.FlagSet, o *cmdOpts) {
 func init() {
 	commands = append(commands,
 		&command{
-			name: "create", usage: "[flags] IMAGE [CMD...]", needsStore: true,
+			name: "create", usage: "[flags] IMAGE [CMD...]", needsStore: true, endsInCommand: true,
 			summary: "Create a container: the image's layers plus an empty writable upper.",
 			flags:   createFlags, run: cmdCreate,
 		},
 		&command{
-			name: "run", usage: "[flags] IMAGE [CMD...]", needsStore: true,
+			name: "run", usage: "[flags] IMAGE [CMD...]", needsStore: true, endsInCommand: true,
 			summary: "Create a container and run it; exits with the command's status.",
 			flags: func(fs *pflag.FlagSet, o *cmdOpts) {
 				createFlags(fs, o)

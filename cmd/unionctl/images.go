@@ -361,6 +361,7 @@ func cmdHistory(a *app, o *cmdOpts, args []string) error {
 type imageInspect struct {
 	ID           string          `json:"Id"`
 	RepoTags     []string        `json:"RepoTags"`
+	RepoDigests  []string        `json:"RepoDigests"`
 	Created      string          `json:"Created"`
 	Author       string          `json:"Author,omitempty"`
 	Architecture string          `json:"Architecture"`
@@ -400,6 +401,7 @@ func (a *app) inspectImage(img *store.Image) (imageInspect, error) {
 	if out.RepoTags == nil {
 		out.RepoTags = []string{}
 	}
+	out.RepoDigests = append([]string{}, img.RepoDigests...)
 	if cfg.Created != nil {
 		out.Created = cfg.Created.Format(time.RFC3339Nano)
 	}

@@ -6,6 +6,7 @@
 //	unionctl [--root DIR] [--unionmount PATH] VERB [ARGS]
 //
 // Images: import, load, save, images, history, inspect, tag, rmi.
+// Registries: pull, push, login, logout.
 // Containers: create, run, start, ps, logs, diff, commit, mount, umount, rm.
 // Volumes: volume create|ls|inspect|rm. Rootless: unshare.
 // `unionctl VERB --help` shows each.
@@ -104,6 +105,11 @@ type command struct {
 	flags      func(*pflag.FlagSet, *cmdOpts)
 	run        func(*app, *cmdOpts, []string) error
 	hidden     bool
+	// endsInCommand: the operands end in a command line whose flags are
+	// its own (run, create, unshare), so flags stop at the first operand.
+	// Every other verb takes its flags before or after its operands, as
+	// docker does (unionctl save IMAGE -o FILE).
+	endsInCommand bool
 }
 
 // cmdOpts holds every verb's flag values; each verb defines the ones it
@@ -115,6 +121,9 @@ type cmdOpts struct {
 	env, volumes, volumesFrom []string
 	entrypointSet             bool
 	maxLayerSize              sizeValue
+	// registries
+	platform, authfile, certDir, username string
+	tlsVerify, passwordStdin              bool
 }
 
 var commands []*command
@@ -230,7 +239,7 @@ func (a *app) main(args []string) error {
 
 	var o cmdOpts
 	cfs := pflag.NewFlagSet("unionctl "+cmd.name, pflag.ContinueOnError)
-	cfs.SetInterspersed(false)
+	cfs.SetInterspersed(!cmd.endsInCommand)
 	cfs.SetOutput(io.Discard)
 	chelp := cfs.BoolP("help", "h", false, "show help")
 	if cmd.flags != nil {

@@ -9,7 +9,7 @@ import (
 
 func init() {
 	commands = append(commands, &command{
-		name: "unshare", usage: "[CMD [ARG...]]", needsStore: true,
+		name: "unshare", usage: "[CMD [ARG...]]", needsStore: true, endsInCommand: true,
 		summary: "Run a command (default $SHELL) as root of the user namespace unionctl works in rootless (to remove a rootless store: unionctl unshare rm -rf DIR).",
 		run:     cmdUnshare,
 	})

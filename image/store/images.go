@@ -23,6 +23,11 @@ type Image struct {
 	Names  []string        `json:"names"` // NAME:TAG, each on one image only
 	Layers []digest.Digest `json:"layers"`
 	Stored time.Time       `json:"stored"` // when it entered this store
+	// RepoDigests are REGISTRY/PATH@DIGEST: the manifests registries
+	// serve the image as (one per repository, the last pulled or
+	// pushed). Each manifest is kept beside the record,
+	// manifest-<digest hex>.json, so a push reproduces it.
+	RepoDigests []string `json:"repo_digests,omitempty"`
 }
 
 func (s *Store) imageDir(id digest.Digest) string { return s.path("images", id.Encoded()) }

@@ -31,6 +31,24 @@ type Layer struct {
 	// TarSplit: tarsplit.gz reproduces the tar exactly (false only for
 	// layers with sparse files: save writes a fresh tar for them).
 	TarSplit bool `json:"tarsplit"`
+	// Blobs are the compressed forms of the layer that registries are
+	// known to hold: pull records the blob it unpacked, push the blob it
+	// made (once; later pushes reuse its digest).
+	Blobs []Blob `json:"blobs,omitempty"`
+}
+
+// Blob is a compressed layer tar as a registry stores it.
+type Blob struct {
+	Digest    digest.Digest `json:"digest"`
+	Size      int64         `json:"size"`
+	MediaType string        `json:"media_type"`
+	// Repos are repositories (REGISTRY/PATH) known to hold the blob: a
+	// push to another repository of the same registry mounts it from one
+	// of them instead of uploading it.
+	Repos []string `json:"repos,omitempty"`
+	// Own: unionctl made the blob from the layer's tar (gzip, default
+	// level), so it can make it again for a registry that lacks it.
+	Own bool `json:"own,omitempty"`
 }
 
 // ChainID computes the chain ID of a layer over parent ("" for a base
@@ -84,6 +102,13 @@ func (s *Store) hasLayer(id digest.Digest) bool {
 // resulting chain ID exists already, it is kept and created is false.
 // Call with the lock held.
 func (s *Store) newLayer(r io.Reader, parent, want digest.Digest, meta Layer) (l *Layer, created bool, err error) {
+	return s.newLayerVerified(r, parent, want, meta, nil)
+}
+
+// newLayerVerified is newLayer with one more check, verify, run after the
+// tar is unpacked and before the layer moves into place: Pull uses it to
+// wait for the digest of the compressed blob the tar came from.
+func (s *Store) newLayerVerified(r io.Reader, parent, want digest.Digest, meta Layer, verify func() error) (l *Layer, created bool, err error) {
 	stage, err := s.tempDir("layer-")
 	if err != nil {
 		return nil, false, err
@@ -119,6 +144,11 @@ func (s *Store) newLayer(r io.Reader, parent, want digest.Digest, meta Layer) (l
 	}
 	if want != "" && st.DiffID != want {
 		return nil, false, fmt.Errorf("%w: layer tar hashes to %s, the image config says %s", image.ErrDigestMismatch, st.DiffID, want)
+	}
+	if verify != nil {
+		if err := verify(); err != nil {
+			return nil, false, err
+		}
 	}
 	if !st.Split {
 		os.Remove(filepath.Join(stage, "tarsplit.gz"))

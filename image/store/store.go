@@ -135,16 +135,17 @@ func (s *Store) Lock() (func(), error) {
 }
 
 // sweep empties tmp/ and removes writeFile's temporary files (".tmp-*")
-// beside the records that are rewritten in place, images/<id>/image.json
-// and containers/<id>/container.json. Every writer holds the lock, so
-// under it they all belong to writers that died. Call with the lock held.
+// beside the records that are rewritten in place, images/<id>/image.json,
+// containers/<id>/container.json and layers/<id>/layer.json (its blobs).
+// Every writer holds the lock, so under it they all belong to writers
+// that died. Call with the lock held.
 func (s *Store) sweep() {
 	if ents, err := os.ReadDir(s.path("tmp")); err == nil {
 		for _, e := range ents {
 			removeAll(s.path("tmp", e.Name()))
 		}
 	}
-	for _, kind := range []string{"images", "containers"} {
+	for _, kind := range []string{"images", "containers", "layers"} {
 		dirs, _ := os.ReadDir(s.path(kind))
 		for _, d := range dirs {
 			ents, _ := os.ReadDir(s.path(kind, d.Name()))
