@@ -48,9 +48,14 @@ type fdEntry struct {
 type dirFds struct {
 	max int
 
-	mu   sync.Mutex
-	m    map[fdKey]*fdEntry // guarded by mu
-	list fdEntry            // sentinel of the LRU list; guarded by mu
+	mu sync.Mutex
+	m  map[fdKey]*fdEntry // guarded by mu
+	// list is the LRU order of the entries that are not pinned (pinned
+	// ones leave it); its sentinel. Guarded by mu.
+	list fdEntry
+	// pinned counts the pinned entries of m, which do not count against
+	// max. Guarded by mu.
+	pinned int
 }
 
 // DefaultMaxDirFds is the bound on the directory descriptors held for
@@ -83,8 +88,10 @@ func (c *dirFds) get(k fdKey) *fdEntry {
 		return nil
 	}
 	e.refs++
-	c.unlinkLocked(e)
-	c.pushFrontLocked(e)
+	if !e.pinned {
+		c.unlinkLocked(e)
+		c.pushFrontLocked(e)
+	}
 	return e
 }
 
@@ -102,9 +109,9 @@ func (c *dirFds) add(k fdKey, fd int) *fdEntry {
 	c.m[k] = e
 	c.pushFrontLocked(e)
 	var closing []int
-	for p := c.list.prev; len(c.m) > c.max && p != &c.list; {
+	for p := c.list.prev; len(c.m)-c.pinned > c.max && p != &c.list; {
 		prev := p.prev
-		if p.refs == 0 && !p.pinned {
+		if p.refs == 0 {
 			c.unlinkLocked(p)
 			delete(c.m, p.key)
 			closing = append(closing, p.fd)
@@ -138,8 +145,10 @@ func (c *dirFds) pin(e *fdEntry) {
 		return
 	}
 	c.mu.Lock()
-	if !e.dead {
+	if !e.dead && !e.pinned {
 		e.pinned = true
+		c.pinned++
+		c.unlinkLocked(e)
 	}
 	c.mu.Unlock()
 }
@@ -154,7 +163,11 @@ func (c *dirFds) drop(n *node, layers int) {
 			continue
 		}
 		delete(c.m, e.key)
-		c.unlinkLocked(e)
+		if e.pinned {
+			c.pinned--
+		} else {
+			c.unlinkLocked(e)
+		}
 		e.dead = true
 		if e.refs == 0 {
 			closing = append(closing, e.fd)
@@ -166,7 +179,7 @@ func (c *dirFds) drop(n *node, layers int) {
 	}
 }
 
-// held is the number of descriptors held (tests).
+// held is the number of descriptors held, pinned ones included (tests).
 func (c *dirFds) held() int {
 	c.mu.Lock()
 	defer c.mu.Unlock()
@@ -185,4 +198,5 @@ func (c *dirFds) closeAll() {
 		}
 	}
 	c.list.prev, c.list.next = &c.list, &c.list
+	c.pinned = 0
 }

@@ -77,6 +77,31 @@ func TestDirFdsBounded(t *testing.T) {
 		}
 	}
 	bottom("after the walk")
+
+	// A pinned descriptor (a directory whose name is gone) outlives any
+	// number of others and does not count against the bound.
+	pinnedNode := chain[3]
+	pe, err := u.dirFd(pinnedNode, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	u.fds.pin(pe)
+	u.fds.release(pe)
+	for _, n := range chain[4:] {
+		e, err := u.dirFd(n, 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		u.fds.release(e)
+	}
+	if e := u.fds.get(fdKey{pinnedNode, 0}); e != pe {
+		t.Fatal("the pinned descriptor was evicted")
+	} else {
+		u.fds.release(e)
+	}
+	if held := u.fds.held(); held > max+1 {
+		t.Fatalf("%d descriptors held with one pinned, bound %d", held, max)
+	}
 	for _, n := range chain[1:] {
 		u.fds.drop(n, len(u.layers))
 	}
