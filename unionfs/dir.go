@@ -2,11 +2,11 @@ package unionfs
 
 import (
 	"context"
-	"sync"
 	"syscall"
 
 	"github.com/hanwen/go-fuse/v2/fs"
 	"github.com/hanwen/go-fuse/v2/fuse"
+	"github.com/unionmount/unionmount/internal/lockrank"
 	"golang.org/x/sys/unix"
 )
 
@@ -16,7 +16,7 @@ import (
 type dirHandle struct {
 	n *node
 
-	mu      sync.Mutex
+	mu      lockrank.Mutex[rankDirHandle]
 	entries []mergedEntry // guarded by mu
 	dirs    []layerDir    // the layers listed; guarded by mu
 	loaded  bool          // guarded by mu

@@ -65,6 +65,11 @@
 //	  dirFds.mu (the descriptor LRU; nothing is taken inside it)
 //	inoMapper.mu (leaf)
 //
+// Each lock has a rank in this order (locks.go). A build with -tags
+// lockcheck (the race daemon of make build-race, which the integration
+// tests mount) checks every acquisition against the locks its goroutine
+// holds and stops the daemon on an inversion (package internal/lockrank).
+//
 // No goroutine holds two nodes' mu, ioMu or two handles' mu at once.
 // Directory operations on one parent are serialised by the kernel
 // (i_rwsem), which the whiteout and opaque logic relies on; the link of

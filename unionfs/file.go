@@ -3,11 +3,11 @@ package unionfs
 import (
 	"context"
 	"strconv"
-	"sync"
 	"syscall"
 
 	"github.com/hanwen/go-fuse/v2/fs"
 	"github.com/hanwen/go-fuse/v2/fuse"
+	"github.com/unionmount/unionmount/internal/lockrank"
 	"golang.org/x/sys/unix"
 )
 
@@ -19,7 +19,7 @@ type fileHandle struct {
 	pt      bool // opened for passthrough
 	ptLower bool // the passthrough backing is a lower layer's file
 
-	mu    sync.Mutex
+	mu    lockrank.Mutex[rankHandle]
 	fd    int  // guarded by mu
 	lower bool // fd is a lower layer's file; guarded by mu
 	flags int

@@ -2,8 +2,8 @@ package unionfs
 
 import (
 	"fmt"
-	"sync"
 
+	"github.com/unionmount/unionmount/internal/lockrank"
 	"golang.org/x/sys/unix"
 )
 
@@ -77,7 +77,7 @@ func (l *layer) openDir(rel string, flags int) (int, error) {
 type inoMapper struct {
 	mainDev uint64
 
-	mu       sync.Mutex
+	mu       lockrank.Mutex[rankIno]
 	tags     map[uint64]uint64    // dev -> tag (1..254); guarded by mu
 	overflow map[[2]uint64]uint64 // (dev, ino) -> number; guarded by mu
 	next     uint64               // next overflow number; guarded by mu

@@ -11,6 +11,7 @@ import (
 	"github.com/hanwen/go-fuse/v2/fs"
 	"github.com/hanwen/go-fuse/v2/fuse"
 	"github.com/unionmount/unionmount/copyup"
+	"github.com/unionmount/unionmount/internal/lockrank"
 	"github.com/unionmount/unionmount/whiteout"
 	"golang.org/x/sys/unix"
 )
@@ -43,7 +44,7 @@ type unionFS struct {
 	// directory descriptor reopened from its parent) holds it for
 	// reading, so none sees a name half moved (the gVisor overlay's
 	// renameMu).
-	linkMu sync.RWMutex
+	linkMu lockrank.RWMutex[rankLink]
 	// fds holds the directory descriptors of nodes (ref.go).
 	fds *dirFds
 	// rootFds are the layer roots as entries of fds, never closed there.

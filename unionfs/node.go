@@ -3,13 +3,13 @@ package unionfs
 import (
 	"context"
 	"encoding/binary"
-	"sync"
 	"sync/atomic"
 	"syscall"
 	"unsafe"
 
 	"github.com/hanwen/go-fuse/v2/fs"
 	"github.com/hanwen/go-fuse/v2/fuse"
+	"github.com/unionmount/unionmount/internal/lockrank"
 	"golang.org/x/sys/unix"
 )
 
@@ -32,9 +32,9 @@ type node struct {
 	more   []link
 
 	// copyMu serialises copy-up of this node; concurrent openers wait.
-	copyMu sync.Mutex
+	copyMu lockrank.Mutex[rankCopy]
 
-	mu sync.Mutex
+	mu lockrank.Mutex[rankNode]
 	// top is the layer of the topmost entry (0 = upper when the mount has
 	// one). Guarded by mu.
 	top int
@@ -58,7 +58,7 @@ type node struct {
 	tmpFd atomic.Int64
 
 	// ioMu guards open, the node's open file handles.
-	ioMu sync.Mutex
+	ioMu lockrank.Mutex[rankIO]
 	open map[*fileHandle]struct{}
 
 	// caps caches whether the file has security.capability (the kernel asks

@@ -1,8 +1,7 @@
 package unionfs
 
 import (
-	"sync"
-
+	"github.com/unionmount/unionmount/internal/lockrank"
 	"golang.org/x/sys/unix"
 )
 
@@ -48,7 +47,7 @@ type fdEntry struct {
 type dirFds struct {
 	max int
 
-	mu sync.Mutex
+	mu lockrank.Mutex[rankFds]
 	m  map[fdKey]*fdEntry // guarded by mu
 	// list is the LRU order of the entries that are not pinned (pinned
 	// ones leave it); its sentinel. Guarded by mu.
