@@ -115,7 +115,7 @@ func (u *unionFS) init() error {
 	}
 	maxFds := opts.MaxDirFds
 	if maxFds <= 0 {
-		maxFds = DefaultMaxDirFds
+		maxFds = defaultDirFds()
 	}
 	u.fds = newDirFds(maxFds)
 	var dirs []layerDir
@@ -125,6 +125,17 @@ func (u *unionFS) init() error {
 	}
 	u.root = u.newNode(0, dirs)
 	return nil
+}
+
+// defaultDirFds is DefaultMaxDirFds, or a quarter of the descriptor
+// limit when that is lower (the rest is for open files and the splice
+// pipes); at least 16.
+func defaultDirFds() int {
+	var rl unix.Rlimit
+	if unix.Getrlimit(unix.RLIMIT_NOFILE, &rl) == nil && rl.Cur/4 < DefaultMaxDirFds {
+		return max(int(rl.Cur/4), 16)
+	}
+	return DefaultMaxDirFds
 }
 
 // openWork prepares <workdir>/work: same filesystem as the upper, emptied

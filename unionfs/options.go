@@ -34,7 +34,8 @@ type Options struct {
 
 	// MaxDirFds bounds the directory descriptors the daemon holds for the
 	// nodes the kernel knows (an LRU; a directory whose descriptor was
-	// dropped is reopened from its parent's). 0 means DefaultMaxDirFds.
+	// dropped is reopened from its parent's). 0 means DefaultMaxDirFds,
+	// or a quarter of RLIMIT_NOFILE when that is lower.
 	MaxDirFds int
 
 	// NoFsync skips fsync on copy-up (volatile, fsync=0).

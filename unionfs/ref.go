@@ -25,8 +25,8 @@ type fdKey struct {
 
 // fdEntry is one held directory descriptor (O_PATH|O_DIRECTORY).
 type fdEntry struct {
-	key fdKey
-	fd  int
+	key fdKey // set once
+	fd  int   // set once; closed when dropped or evicted and not in use
 	// refs counts the users between acquire and release; an entry in use
 	// is never closed. Guarded by dirFds.mu.
 	refs int

@@ -90,7 +90,7 @@ func newFlagSet(v *flagValues) *pflag.FlagSet {
 	fs.DurationVar(&v.timeout, "timeout", defaultTimeout, "kernel entry, attribute and negative-lookup cache `TIMEOUT`")
 	fs.BoolVar(&v.allowOther, "allow-other", false, "let other users access the mount (always on as root)")
 	fs.Int64Var(&v.cacheEntries, "cache-entries", defaultCacheEntries, "size of the lower-directory lookup cache in `ENTRIES`; 0 disables it")
-	fs.IntVar(&v.maxDirFds, "max-dir-fds", 0, "keep at most `N` directory descriptors open, reopening others as needed (0: "+strconv.Itoa(unionfs.DefaultMaxDirFds)+")")
+	fs.IntVar(&v.maxDirFds, "max-dir-fds", 0, "keep at most `N` directory descriptors open, reopening others as needed (0: "+strconv.Itoa(unionfs.DefaultMaxDirFds)+", less under a low RLIMIT_NOFILE)")
 	fs.BoolVar(&v.noPassthrough, "no-passthrough", false, "never use FUSE passthrough for upper files")
 	fs.BoolVar(&v.lowerPassthrough, "lower-passthrough", false, "also read lower files by passthrough (handles opened before a copy-up keep the lower file)")
 	fs.BoolVar(&v.volatile, "volatile", false, "skip fsync on copy-up (the upper may be lost on a crash)")
