@@ -35,12 +35,13 @@ build:
 deps:
 	@bash scripts/install-deps.sh
 
-## build-race: the commands built with the race detector, into bin/race/:
-## the daemons the integration tests mount run under -race too
+## build-race: the commands built with the race detector and the lock-order
+## checker (-tags lockcheck), into bin/race/: the daemons the integration tests
+## mount run under both
 .PHONY: build-race
 build-race:
 	@mkdir -p $(BIN)/race
-	$(GO) build -race -trimpath -ldflags "-X main.version=$(VERSION)" -o $(BIN)/race/ ./cmd/unionmount ./cmd/unionctl
+	$(GO) build -race -tags lockcheck -trimpath -ldflags "-X main.version=$(VERSION)" -o $(BIN)/race/ ./cmd/unionmount ./cmd/unionctl
 
 ## test: everything CI runs; integration tests mount the race-enabled daemon
 test: export UNIONMOUNT_BIN := $(BIN)/race/unionmount
@@ -48,6 +49,7 @@ test: export UNIONCTL_BIN := $(BIN)/race/unionctl
 test: export UNIONMOUNT_PLAIN_BIN := $(BIN)/unionmount
 test: deps build build-race vet fmt-check
 	$(GO) test -race -count=1 -timeout 25m ./...
+	$(GO) test -race -count=1 -tags lockcheck ./internal/lockrank ./unionfs
 	GO=$(GO) FUZZTIME=10s bash scripts/fuzz.sh
 
 ## fuzz: every native fuzz target for FUZZTIME each (default 1m)

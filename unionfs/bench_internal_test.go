@@ -48,18 +48,24 @@ func benchLayers(b *testing.B, n, bottomFiles, perLayer int) []string {
 
 // benchUnion opens a union over lowers and returns it with the layers of
 // its directory d.
-func benchUnion(b *testing.B, lowers []string, cache int64) (*unionFS, []layerDir) {
+func benchUnion(b *testing.B, lowers []string, cache int64) (*unionFS, *dirAt) {
 	b.Helper()
 	u, err := newUnion(Options{Lowers: lowers, LookupCacheEntries: cache, SquashUID: -1, SquashGID: -1})
 	if err != nil {
 		b.Fatal(err)
 	}
 	b.Cleanup(u.close)
-	res, found, err := u.resolve(u.root.dirs, "", "d")
+	pd := u.at(u.root)
+	res, found, err := u.resolve(pd, "d")
+	pd.done()
 	if err != nil || !found {
 		b.Fatalf("resolve d: found=%v err=%v", found, err)
 	}
-	return u, res.dirs
+	d := u.newNode(res.top, res.dirs)
+	d.parent, d.name = u.root, "d"
+	dpd := u.atDirs(d, res.dirs)
+	b.Cleanup(dpd.done)
+	return u, dpd
 }
 
 func cacheModes() []struct {
@@ -80,16 +86,16 @@ func BenchmarkResolve(b *testing.B) {
 		lowers := benchLayers(b, n, files, 10)
 		for _, m := range cacheModes() {
 			b.Run(fmt.Sprintf("layers=%d/%s", n, m.name), func(b *testing.B) {
-				u, dirs := benchUnion(b, lowers, m.entries)
+				u, pd := benchUnion(b, lowers, m.entries)
 				names := make([]string, files)
 				for i := range names {
 					names[i] = fmt.Sprintf("f%06d", i)
 				}
-				warmCache(b, u, dirs, names[0])
+				warmCache(b, u, pd, names[0])
 				b.ReportAllocs()
 				b.ResetTimer()
 				for i := 0; i < b.N; i++ {
-					if _, _, err := u.resolve(dirs, "d", names[i%files]); err != nil {
+					if _, _, err := u.resolve(pd, names[i%files]); err != nil {
 						b.Fatal(err)
 					}
 				}
@@ -103,12 +109,12 @@ func BenchmarkResolveMissing(b *testing.B) {
 	lowers := benchLayers(b, 8, 1000, 10)
 	for _, m := range cacheModes() {
 		b.Run(m.name, func(b *testing.B) {
-			u, dirs := benchUnion(b, lowers, m.entries)
-			warmCache(b, u, dirs, "nothere")
+			u, pd := benchUnion(b, lowers, m.entries)
+			warmCache(b, u, pd, "nothere")
 			b.ReportAllocs()
 			b.ResetTimer()
 			for i := 0; i < b.N; i++ {
-				if _, found, err := u.resolve(dirs, "d", "nothere"); err != nil || found {
+				if _, found, err := u.resolve(pd, "nothere"); err != nil || found {
 					b.Fatalf("found=%v err=%v", found, err)
 				}
 			}
@@ -123,8 +129,8 @@ func BenchmarkMerge(b *testing.B) {
 		lowers := benchLayers(b, shape.layers, shape.bottom, shape.per)
 		for _, m := range cacheModes() {
 			b.Run(fmt.Sprintf("layers=%d/entries=%d/%s", shape.layers, shape.bottom+shape.layers*shape.per, m.name), func(b *testing.B) {
-				u, dirs := benchUnion(b, lowers, m.entries)
-				if _, err := u.merge(dirs, "d"); err != nil {
+				u, pd := benchUnion(b, lowers, m.entries)
+				if _, err := u.merge(pd); err != nil {
 					b.Fatal(err)
 				}
 				if u.cache != nil {
@@ -133,7 +139,7 @@ func BenchmarkMerge(b *testing.B) {
 				b.ReportAllocs()
 				b.ResetTimer()
 				for i := 0; i < b.N; i++ {
-					if _, err := u.merge(dirs, "d"); err != nil {
+					if _, err := u.merge(pd); err != nil {
 						b.Fatal(err)
 					}
 				}
@@ -144,9 +150,9 @@ func BenchmarkMerge(b *testing.B) {
 
 // warmCache resolves once and waits for ristretto to admit what it set, so
 // the timed loop measures hits, not the first directory reads.
-func warmCache(b *testing.B, u *unionFS, dirs []layerDir, name string) {
+func warmCache(b *testing.B, u *unionFS, pd *dirAt, name string) {
 	b.Helper()
-	if _, _, err := u.resolve(dirs, "d", name); err != nil {
+	if _, _, err := u.resolve(pd, name); err != nil {
 		b.Fatal(err)
 	}
 	if u.cache != nil {

@@ -53,20 +53,24 @@ func opacityKey(l *layer, rel string) string {
 	return "o" + strconv.Itoa(l.index) + "\x00" + rel
 }
 
-// table returns the classified directory rel of lower layer l.
-func (c *lookupCache) table(u *unionFS, l *layer, rel string) (*dirTable, error) {
-	key := cacheKey(l, rel)
+// table returns the classified directory of lower layer l in the merged
+// directory pd.
+func (c *lookupCache) table(u *unionFS, l *layer, pd *dirAt) (*dirTable, error) {
+	key := cacheKey(l, pd.path())
 	if t, ok := c.c.Get(key); ok {
 		return t, nil
 	}
-	t := &dirTable{opacity: l.xattrOpacity(rel)}
-	var err error
-	t.entries, t.deleted, err = classifyLayerDir(l, layerDir{layer: l.index, xwh: t.opacity == whiteout.XattrWhiteouts}, rel)
+	fd, err := pd.fd(l.index)
+	if err != nil {
+		return nil, err
+	}
+	t := &dirTable{opacity: xattrOpacity(procAt(fd, "."))}
+	t.entries, t.deleted, err = classifyLayerDir(layerDir{layer: l.index, xwh: t.opacity == whiteout.XattrWhiteouts}, fd)
 	if err != nil {
 		return nil, err
 	}
 	var st unix.Stat_t
-	if t.opacity != whiteout.Opaque && unix.Fstatat(l.fd, join(rel, whiteout.OpaqueFile), &st, unix.AT_SYMLINK_NOFOLLOW) == nil {
+	if t.opacity != whiteout.Opaque && unix.Fstatat(fd, whiteout.OpaqueFile, &st, unix.AT_SYMLINK_NOFOLLOW) == nil {
 		t.opacity = whiteout.Opaque
 	}
 	t.index = make(map[string]int, len(t.entries))
@@ -91,8 +95,8 @@ func (c *lookupCache) set(key string, t *dirTable, cost int64) {
 }
 
 // probe is unionFS.probe served from the name table.
-func (c *lookupCache) probe(u *unionFS, l *layer, d layerDir, rel, name string, st *unix.Stat_t, needStat bool) (probe, error) {
-	t, err := c.table(u, l, rel)
+func (c *lookupCache) probe(u *unionFS, l *layer, d layerDir, pd *dirAt, name string, st *unix.Stat_t, needStat bool) (probe, error) {
+	t, err := c.table(u, l, pd)
 	if err != nil {
 		if isNotExist(err) {
 			return probeAbsent, nil
@@ -104,7 +108,11 @@ func (c *lookupCache) probe(u *unionFS, l *layer, d layerDir, rel, name string, 
 			st.Mode = dtToMode(t.entries[i].typ)
 			return probeFound, nil
 		}
-		if err := unix.Fstatat(l.fd, join(rel, name), st, unix.AT_SYMLINK_NOFOLLOW); err != nil {
+		fd, err := pd.fd(l.index)
+		if err == nil {
+			err = unix.Fstatat(fd, name, st, unix.AT_SYMLINK_NOFOLLOW)
+		}
+		if err != nil {
 			return probeAbsent, err
 		}
 		return probeFound, nil
@@ -119,27 +127,31 @@ func (c *lookupCache) probe(u *unionFS, l *layer, d layerDir, rel, name string, 
 //
 // It does not list the directory: a READDIRPLUS of a parent asks for the
 // opacity of every child directory, and most of them are never opened.
-func (c *lookupCache) opacity(u *unionFS, l *layer, rel string) whiteout.Opacity {
+func (c *lookupCache) opacity(u *unionFS, l *layer, pd *dirAt, name string) whiteout.Opacity {
 	var op whiteout.Opacity
+	rel := join(pd.path(), name)
 	if t, ok := c.c.Get(cacheKey(l, rel)); ok {
 		op = t.opacity
 	} else if t, ok := c.c.Get(opacityKey(l, rel)); ok {
 		op = t.opacity
 	} else {
-		op = l.xattrOpacity(rel)
+		pfd, err := pd.fd(l.index)
+		if err != nil {
+			return whiteout.NotOpaque
+		}
+		op = xattrOpacity(procAt(pfd, name))
 		var st unix.Stat_t
-		if op != whiteout.Opaque && unix.Fstatat(l.fd, join(rel, whiteout.OpaqueFile), &st, unix.AT_SYMLINK_NOFOLLOW) == nil {
+		if op != whiteout.Opaque && unix.Fstatat(pfd, name+"/"+whiteout.OpaqueFile, &st, unix.AT_SYMLINK_NOFOLLOW) == nil {
 			op = whiteout.Opaque
 		}
 		c.set(opacityKey(l, rel), &dirTable{opacity: op}, 1)
 	}
-	if op == whiteout.Opaque || rel == "" {
+	if op == whiteout.Opaque {
 		return op
 	}
 	// AUFS: ".wh.NAME" beside a directory NAME of the same layer hides
 	// the layers below.
-	prel, name := split(rel)
-	if pt, err := c.table(u, l, prel); err == nil {
+	if pt, err := c.table(u, l, pd); err == nil {
 		if _, ok := pt.gone[name]; ok {
 			return whiteout.Opaque
 		}
@@ -161,18 +173,18 @@ type lowerIndex struct {
 	top map[string]int
 }
 
-// lowerIndex returns the merged index of the lower directories dirs (top
-// first, ending where the merge ends) at rel, or nil when a layer's table
+// lowerIndex returns the merged index of the lower directories dirs of
+// pd (top first, ending where the merge ends), or nil when a layer's table
 // cannot be read (the caller then probes layer by layer).
-func (c *lookupCache) lowerIndex(u *unionFS, dirs []layerDir, rel string) *lowerIndex {
-	key := "L" + strconv.Itoa(dirs[0].layer) + "\x00" + strconv.Itoa(len(dirs)) + "\x00" + rel
+func (c *lookupCache) lowerIndex(u *unionFS, pd *dirAt, dirs []layerDir) *lowerIndex {
+	key := "L" + strconv.Itoa(dirs[0].layer) + "\x00" + strconv.Itoa(len(dirs)) + "\x00" + pd.path()
 	if t, ok := c.c.Get(key); ok && t.lower != nil {
 		return t.lower
 	}
 	li := &lowerIndex{top: map[string]int{}}
 	gone := map[string]struct{}{}
 	for _, d := range dirs {
-		t, err := c.table(u, u.layers[d.layer], rel)
+		t, err := c.table(u, u.layers[d.layer], pd)
 		if err != nil {
 			return nil
 		}

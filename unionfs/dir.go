@@ -2,11 +2,11 @@ package unionfs
 
 import (
 	"context"
-	"sync"
 	"syscall"
 
 	"github.com/hanwen/go-fuse/v2/fs"
 	"github.com/hanwen/go-fuse/v2/fuse"
+	"github.com/unionmount/unionmount/internal/lockrank"
 	"golang.org/x/sys/unix"
 )
 
@@ -16,12 +16,11 @@ import (
 type dirHandle struct {
 	n *node
 
-	mu      sync.Mutex
+	mu      lockrank.Mutex[rankDirHandle]
 	entries []mergedEntry // guarded by mu
 	dirs    []layerDir    // the layers listed; guarded by mu
 	loaded  bool          // guarded by mu
 	pos     int           // next entry; 0 and 1 are "." and ".."; guarded by mu
-	rel     string        // path when listed; guarded by mu
 	// last is the entry Readdirent returned last, which READDIRPLUS looks
 	// up next; -1 for none. Guarded by mu.
 	last int
@@ -39,10 +38,17 @@ func (n *node) OpendirHandle(ctx context.Context, flags uint32) (fs.FileHandle, 
 // load builds the merged listing. Preconditions: h.mu held or h not shared.
 func (h *dirHandle) load() syscall.Errno {
 	n := h.n
-	_, dirs, rel := n.state()
-	entries, err := n.u.merge(dirs, rel)
+	pd := n.u.at(n)
+	defer pd.done()
+	entries, err := n.u.merge(pd)
 	if err != nil {
-		return n.u.errno("readdir", rel, err)
+		return n.u.errno("readdir", "", err)
+	}
+	ufd := -1
+	if n.u.hasUpper && len(pd.dirs) > 0 && pd.dirs[0].layer == 0 {
+		if ufd, err = pd.fd(0); err != nil {
+			return n.u.errno("readdir", "", err)
+		}
 	}
 	for i := range entries {
 		e := &entries[i]
@@ -50,14 +56,14 @@ func (h *dirHandle) load() syscall.Errno {
 			// A copied-up entry reports its origin's number
 			// (ovl_cache_update_ino); a non-directory may have been
 			// copied up and renamed to a name no lower layer has.
-			if ino, ok := n.u.readOrigin(join(rel, e.name)); ok {
+			if ino, ok := n.u.readOrigin(procAt(ufd, e.name)); ok {
 				e.ino = ino
 			}
 		}
 	}
 	// h.pos stays: the kernel may seek (Seekdir) before the first read,
 	// to go on from where its cached listing of the directory ends.
-	h.entries, h.dirs, h.loaded, h.rel, h.last = entries, dirs, true, rel, -1
+	h.entries, h.dirs, h.loaded, h.last = entries, pd.dirs, true, -1
 	return 0
 }
 
@@ -115,19 +121,21 @@ var _ = (fs.FileLookuper)((*dirHandle)(nil))
 // upper's stat and whiteout probe: one fstatat instead of three or four).
 func (h *dirHandle) Lookup(ctx context.Context, name string, out *fuse.EntryOut) (*fs.Inode, syscall.Errno) {
 	h.mu.Lock()
-	if h.last < 0 || h.entries[h.last].name != name || h.rel != h.n.rel() {
+	if h.last < 0 || h.entries[h.last].name != name {
 		h.mu.Unlock()
 		return h.n.Lookup(ctx, name, out)
 	}
-	e, dirs, rel := h.entries[h.last], h.dirs, h.rel
+	e, dirs := h.entries[h.last], h.dirs
 	h.mu.Unlock()
 	n := h.n
-	res, found, err := n.u.resolveFrom(dirs, rel, name, e.layer)
+	pd := n.u.atDirs(n, dirs)
+	defer pd.done()
+	res, found, err := n.u.resolveFrom(pd, name, e.layer)
 	if err != nil || !found || res.top != e.layer {
 		// Gone or changed since the listing: ask every layer.
 		return n.Lookup(ctx, name, out)
 	}
-	return n.u.childInode(ctx, &n.Inode, rel, name, &res, out), 0
+	return n.u.childInode(ctx, pd, name, &res, out), 0
 }
 
 var _ = (fs.FileReleasedirer)((*dirHandle)(nil))
@@ -141,14 +149,18 @@ func (h *dirHandle) Fsyncdir(ctx context.Context, flags uint32) syscall.Errno {
 	if !n.isUpper() {
 		return 0
 	}
-	_, _, rel := n.state()
-	fd, err := n.u.layers[0].openDir(rel, unix.O_RDONLY)
+	d, err := n.u.dirFd(n, 0)
 	if err != nil {
-		return n.u.errno("fsyncdir", rel, err)
+		return n.u.errno("fsyncdir", "", err)
+	}
+	defer n.u.fds.release(d)
+	fd, err := unix.Openat(d.fd, ".", unix.O_RDONLY|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return n.u.errno("fsyncdir", "", err)
 	}
 	defer unix.Close(fd)
 	if err := unix.Fsync(fd); err != nil {
-		return n.u.errno("fsyncdir", rel, err)
+		return n.u.errno("fsyncdir", "", err)
 	}
 	return 0
 }

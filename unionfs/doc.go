@@ -6,8 +6,16 @@
 // # Words
 //
 // A layer is one directory of the stack; layers[0] is the upper when the
-// mount has one, the lowers follow topmost first. A node is one merged path
-// (the go-fuse Inode tree gives its current path). Resolving a name asks
+// mount has one, the lowers follow topmost first. A node is one entry of
+// the merged tree; its link (parent node, name) says where it stands, and
+// its entry in a layer is that name in the parent's directory of that
+// layer. Directory nodes hold a descriptor of their directory in each
+// layer, in a bounded LRU, reopened from the parent's by one openat of
+// one name when dropped (ref.go, link.go): every operation is an *at()
+// call from a directory the daemon holds, at any depth, and no path is
+// ever rebuilt. A held descriptor follows its directory through renames;
+// a rename moves the link under u.linkMu together with the change on
+// disk. Resolving a name asks
 // each layer of the parent directory in turn (resolve.go): the first entry
 // wins, a whiteout ends the search, a non-directory hides everything below,
 // directories merge until an opaque one. A merged listing (merge.go) takes
@@ -37,18 +45,36 @@
 //
 // # Locks
 //
-// Lock order, outermost first:
+// Lock order, outermost first; a lock may be taken while holding only
+// locks listed above it (indented: taken inside its parent line):
 //
-//	node.copyMu (one copy-up of that node; a parent's copy-up completes
-//	             before the child's copyMu is taken, so they never nest)
-//	  node.mu   (top, dirs, last: the node's view of the layers)
-//	  node.ioMu (the node's open file handles)
-//	fileHandle.mu (the handle's fd; a lower fd is swapped for the upper
-//	               copy after a copy-up)
+//	noOpendir.mu, then dirSlot.mu (a directory's borrowed handle; the
+//	        request runs through the node methods below with it held)
+//	dirHandle.mu (a listing; released before a lookup of an entry)
+//	node.copyMu (one copy-up of that node; copyUp holds a child's while it
+//	        takes its parent's, so they nest from the node towards the
+//	        root, never the other way)
+//	unionFS.linkMu (every node's link; written by Rename and remove around
+//	        their change on disk, read by whatever turns a link into a
+//	        name under a held directory and works on it)
+//	  fileHandle.mu (the handle's fd; getFd opens the upper copy before
+//	          taking it)
+//	  node.mu (top, dirs, last: the node's view of the layers)
+//	  node.ioMu (the node's open file handles; detachedFd takes
+//	          fileHandle.mu after releasing it)
+//	  dirFds.mu (the descriptor LRU; nothing is taken inside it)
+//	inoMapper.mu (leaf)
 //
-// No goroutine holds two nodes' mu at once. Directory operations on one
-// parent are serialised by the kernel (i_rwsem), which the whiteout and
-// opaque logic relies on.
+// Each lock has a rank in this order (locks.go). A build with -tags
+// lockcheck (the race daemon of make build-race, which the integration
+// tests mount) checks every acquisition against the locks its goroutine
+// holds and stops the daemon on an inversion (package internal/lockrank).
+//
+// No goroutine holds two nodes' mu, ioMu or two handles' mu at once.
+// Directory operations on one parent are serialised by the kernel
+// (i_rwsem), which the whiteout and opaque logic relies on; the link of
+// a node whose name a rename or an unlink changes is the only shared
+// state those operations change for others, hence linkMu.
 //
 // # Caches
 //

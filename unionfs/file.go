@@ -3,12 +3,11 @@ package unionfs
 import (
 	"context"
 	"strconv"
-	"sync"
 	"syscall"
-	"time"
 
 	"github.com/hanwen/go-fuse/v2/fs"
 	"github.com/hanwen/go-fuse/v2/fuse"
+	"github.com/unionmount/unionmount/internal/lockrank"
 	"golang.org/x/sys/unix"
 )
 
@@ -20,24 +19,45 @@ type fileHandle struct {
 	pt      bool // opened for passthrough
 	ptLower bool // the passthrough backing is a lower layer's file
 
-	mu    sync.Mutex
+	mu    lockrank.Mutex[rankHandle]
 	fd    int  // guarded by mu
 	lower bool // fd is a lower layer's file; guarded by mu
 	flags int
 }
 
+// getFd returns the handle's descriptor, first swapping a lower file's
+// for its upper copy once the node was copied up. The copy is opened
+// without h.mu held (lock order: u.linkMu before fileHandle.mu).
 func (h *fileHandle) getFd() (int, error) {
+	h.mu.Lock()
+	fd, lower := h.fd, h.lower
+	h.mu.Unlock()
+	if fd < 0 {
+		return -1, unix.EBADF
+	}
+	if !lower || !h.n.isUpper() {
+		return fd, nil
+	}
+	l, _, err := h.n.lockTop()
+	nfd := -1
+	if err == nil {
+		nfd, err = unix.Openat(l.dir(), l.name, unix.O_RDONLY|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
+	}
+	h.n.unlockTop(l)
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	if h.fd < 0 {
+		if err == nil {
+			unix.Close(nfd)
+		}
 		return -1, unix.EBADF
 	}
-	if h.lower && h.n.isUpper() {
-		_, _, rel := h.n.state()
-		fd, err := h.n.u.layers[0].openAt(rel, unix.O_RDONLY, 0)
-		if err == nil {
+	if err == nil {
+		if h.lower {
 			unix.Close(h.fd)
-			h.fd, h.lower = fd, false
+			h.fd, h.lower = nfd, false
+		} else {
+			unix.Close(nfd) // another caller swapped it first
 		}
 	}
 	return h.fd, nil
@@ -244,20 +264,21 @@ func (h *fileHandle) Allocate(ctx context.Context, off uint64, size uint64, mode
 var _ = (fs.NodeOpener)((*node)(nil))
 
 func (n *node) Open(ctx context.Context, flags uint32) (fs.FileHandle, uint32, syscall.Errno) {
-	for try := 0; ; try++ {
-		fh, fuseFlags, top, errno := n.open1(flags)
-		if errno != 0 || fh != nil {
+	fh, fuseFlags, top, errno := n.open1(flags)
+	if errno != 0 || fh != nil {
+		return fh, fuseFlags, errno
+	}
+	// Passthrough handles backed by another layer hold the inode.
+	if top != 0 && n.isUpper() {
+		// A copy-up finished after we opened the lower file: the
+		// handles are backed by the copy, which a second open reaches
+		// (a node never goes back to a lower layer).
+		if fh, fuseFlags, _, errno = n.open1(flags); errno != 0 || fh != nil {
 			return fh, fuseFlags, errno
 		}
-		// Passthrough handles backed by another layer hold the inode.
-		if top != 0 && n.isUpper() && try < 3 {
-			// We opened the lower file while a copy-up finished: open
-			// the copy, which the handles are backed by.
-			continue
-		}
-		n.u.rekey(n)
-		return nil, 0, syscall.ESTALE
 	}
+	n.u.rekey(n)
+	return nil, 0, syscall.ESTALE
 }
 
 // open1 is one attempt of Open; a nil handle without an error means the
@@ -267,7 +288,7 @@ func (n *node) open1(flags uint32) (fs.FileHandle, uint32, int, syscall.Errno) {
 	writing := acc != unix.O_RDONLY || flags&unix.O_TRUNC != 0
 	if writing {
 		if err := n.u.copyUp(n, flags&unix.O_TRUNC != 0); err != nil {
-			return nil, 0, 0, n.u.errno("copy up for open", n.rel(), err)
+			return nil, 0, 0, n.u.errno("copy up for open", "", err)
 		}
 	}
 	oflags := int(flags) &^ (unix.O_APPEND | unix.O_CREAT | unix.O_EXCL | unix.O_NOCTTY | fuse.FMODE_EXEC)
@@ -286,7 +307,7 @@ func (n *node) open1(flags uint32) (fs.FileHandle, uint32, int, syscall.Errno) {
 		}
 	}
 	if err != nil {
-		return nil, 0, top, n.u.errno("open", n.rel(), err)
+		return nil, 0, top, n.u.errno("open", "", err)
 	}
 	fh, fuseFlags, ok := n.handle(fd, oflags, n.u.hasUpper && top == 0, st.Mode)
 	if !ok {
@@ -296,18 +317,16 @@ func (n *node) open1(flags uint32) (fs.FileHandle, uint32, int, syscall.Errno) {
 	return fh, fuseFlags, top, 0
 }
 
-// openSelf opens the node's topmost file and checks that it is this node's
-// file. The path comes from go-fuse's tree, which a concurrent rename
-// updates only after the rename on disk: in between, the path names a
-// whiteout, nothing, or another file. Then it waits for the tree and tries
-// again, as the kernel's open reaches the inode it looked up.
+// openSelf opens the node's topmost file: its name in the parent's held
+// directory, with the link held still, so a rename in flight is either
+// done or not begun. A file without a name (unlinked while open,
+// O_TMPFILE) is reopened through one of its descriptors.
 //
 // st is the file's fstat (zero if that failed: the caller's I/O on fd
 // reports the trouble).
 func (n *node) openSelf(flags int) (fd, top int, st unix.Stat_t, err error) {
 	if dfd, ok := n.detachedFd(); ok {
-		// No name left (unlinked while open, O_TMPFILE): reopen the file
-		// through a descriptor, as open("/proc/self/fd/N") does.
+		// As open("/proc/self/fd/N") does.
 		fd, err = unix.Open(fdPath(dfd), flags|unix.O_CLOEXEC, 0)
 		unix.Close(dfd)
 		if err == nil {
@@ -315,47 +334,18 @@ func (n *node) openSelf(flags int) (fd, top int, st unix.Stat_t, err error) {
 		}
 		return fd, 0, st, err
 	}
-	want := n.StableAttr().Ino
-	for try := 0; ; try++ {
-		var rel string
-		top, _, rel = n.state()
-		fd, err = n.u.layers[top].openAt(rel, flags, 0)
-		if err == nil {
-			if n.u.isNodeFile(fd, top, want, n.upperIno.Load(), &st) {
-				return fd, top, st, nil
-			}
-			unix.Close(fd)
-			err = unix.ENOENT
-		} else if !isNotExist(err) && err != unix.ENXIO {
-			return -1, top, st, err
-		}
-		if try == 200 || (err != nil && n.unlinked.Load()) {
-			return -1, top, st, err
-		}
-		time.Sleep(50 * time.Microsecond)
+	l, top, err := n.lockTop()
+	if err == nil {
+		fd, err = unix.Openat(l.dir(), l.name, flags|unix.O_CLOEXEC|unix.O_NOFOLLOW, 0)
 	}
-}
-
-// isNodeFile reports whether fd, opened in layer top, is the node's file:
-// the upper file numbered upperIno when that is known, else the file
-// whose inode number as the mount shows it is want. It leaves fd's
-// fstat in st.
-func (u *unionFS) isNodeFile(fd, top int, want, upperIno uint64, st *unix.Stat_t) bool {
-	if unix.Fstat(fd, st) != nil {
-		*st = unix.Stat_t{}
-		return true // let the caller's I/O report the trouble
+	n.unlockTop(l)
+	if err != nil {
+		return -1, top, st, err
 	}
-	if u.hasUpper && top == 0 && upperIno != 0 {
-		return st.Ino == upperIno
+	if unix.Fstat(fd, &st) != nil {
+		st = unix.Stat_t{}
 	}
-	if u.inos.ino(st.Dev, st.Ino) == want {
-		return true
-	}
-	if u.hasUpper && top == 0 {
-		ino, ok := u.readOriginFd(fd)
-		return ok && ino == want
-	}
-	return false
+	return fd, top, st, nil
 }
 
 var _ = (fs.NodeCopyFileRanger)((*node)(nil))

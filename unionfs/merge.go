@@ -64,22 +64,26 @@ func dtToMode(t uint8) uint32 {
 // listLayer returns one layer's part of a merged directory: the visible
 // entries and the names the layer deletes. Whiteouts in every dialect are
 // turned into deletions; AUFS metadata disappears.
-func (u *unionFS) listLayer(d layerDir, rel string) (entries []rawDirent, deleted []string, err error) {
+func (u *unionFS) listLayer(d layerDir, pd *dirAt) (entries []rawDirent, deleted []string, err error) {
 	l := u.layers[d.layer]
 	if c := u.cache; c != nil && !l.upper {
-		t, err := c.table(u, l, rel)
+		t, err := c.table(u, l, pd)
 		if err != nil {
 			return nil, nil, err
 		}
 		return t.entries, t.deleted, nil
 	}
-	return classifyLayerDir(l, d, rel)
+	fd, err := pd.fd(d.layer)
+	if err != nil {
+		return nil, nil, err
+	}
+	return classifyLayerDir(d, fd)
 }
 
-// classifyLayerDir reads a layer directory and splits it into visible
-// entries and deleted names.
-func classifyLayerDir(l *layer, d layerDir, rel string) (entries []rawDirent, deleted []string, err error) {
-	raw, err := readLayerDir(l, rel)
+// classifyLayerDir reads a layer directory (the descriptor dir) and splits
+// it into visible entries and deleted names.
+func classifyLayerDir(d layerDir, dir int) (entries []rawDirent, deleted []string, err error) {
+	raw, err := readLayerDir(&layer{fd: dir}, "")
 	if err != nil {
 		return nil, nil, err
 	}
@@ -94,7 +98,7 @@ func classifyLayerDir(l *layer, d layerDir, rel string) (entries []rawDirent, de
 		}
 		if e.typ == unix.DT_UNKNOWN || e.typ == unix.DT_CHR || (d.xwh && e.typ == unix.DT_REG) {
 			var st unix.Stat_t
-			if err := unix.Fstatat(l.fd, join(rel, e.name), &st, unix.AT_SYMLINK_NOFOLLOW); err != nil {
+			if err := unix.Fstatat(dir, e.name, &st, unix.AT_SYMLINK_NOFOLLOW); err != nil {
 				if isNotExist(err) {
 					continue
 				}
@@ -106,7 +110,7 @@ func classifyLayerDir(l *layer, d layerDir, rel string) (entries []rawDirent, de
 				continue
 			}
 			if d.xwh && st.Mode&unix.S_IFMT == unix.S_IFREG && st.Size == 0 &&
-				l.isXattrWhiteout(join(rel, e.name)) {
+				whiteout.IsXattrWhiteoutPath(procAt(dir, e.name)) {
 				deleted = append(deleted, e.name)
 				continue
 			}
@@ -136,15 +140,15 @@ func modeToDT(mode uint32) uint8 {
 	return unix.DT_UNKNOWN
 }
 
-// merge builds the listing of a merged directory from its layers (top
+// merge builds the listing of the merged directory pd from its layers (top
 // first): upper names, then each lower's names not yet seen; a name
 // deleted by a layer hides it in every layer below; the first layer that
 // has a name decides its type and inode number (ovl_dir_read_merged).
-func (u *unionFS) merge(dirs []layerDir, rel string) ([]mergedEntry, error) {
+func (u *unionFS) merge(pd *dirAt) ([]mergedEntry, error) {
 	var out []mergedEntry
 	index := map[string]int{} // name -> position in out, or -1 when deleted
-	for _, d := range dirs {
-		entries, deleted, err := u.listLayer(d, rel)
+	for _, d := range pd.dirs {
+		entries, deleted, err := u.listLayer(d, pd)
 		if err != nil {
 			return nil, err
 		}

@@ -11,6 +11,7 @@ import (
 	"github.com/hanwen/go-fuse/v2/fs"
 	"github.com/hanwen/go-fuse/v2/fuse"
 	"github.com/unionmount/unionmount/copyup"
+	"github.com/unionmount/unionmount/internal/lockrank"
 	"github.com/unionmount/unionmount/internal/rmtree"
 	"github.com/unionmount/unionmount/whiteout"
 	"golang.org/x/sys/unix"
@@ -36,6 +37,19 @@ type unionFS struct {
 	flushMatters bool
 	root         *node
 	log          *log.Logger
+
+	// linkMu guards every node's link (parent, name, more). Rename and
+	// remove hold it for writing while they change names on disk and the
+	// links with them; whatever turns a link into a name under a held
+	// directory and works on that name (open, stat, xattrs, setattr, a
+	// directory descriptor reopened from its parent) holds it for
+	// reading, so none sees a name half moved (the gVisor overlay's
+	// renameMu).
+	linkMu lockrank.RWMutex[rankLink]
+	// fds holds the directory descriptors of nodes (ref.go).
+	fds *dirFds
+	// rootFds are the layer roots as entries of fds, never closed there.
+	rootFds []*fdEntry
 	// regen maps a node's first identity to the generation lookups give
 	// it now, after open re-keyed it (lowerpt.go).
 	regen sync.Map // fs.StableAttr -> uint64
@@ -100,12 +114,29 @@ func (u *unionFS) init() error {
 	if u.cache, err = newLookupCache(opts.LookupCacheEntries); err != nil {
 		return err
 	}
+	maxFds := opts.MaxDirFds
+	if maxFds <= 0 {
+		maxFds = defaultDirFds()
+	}
+	u.fds = newDirFds(maxFds)
 	var dirs []layerDir
 	for _, l := range u.layers {
-		dirs = append(dirs, layerDir{layer: l.index, xwh: xattrOpacity(l.xpath("")) == whiteout.XattrWhiteouts})
+		dirs = append(dirs, layerDir{layer: l.index, xwh: xattrOpacity(procAt(l.fd, ".")) == whiteout.XattrWhiteouts})
+		u.rootFds = append(u.rootFds, &fdEntry{key: fdKey{layer: l.index}, fd: l.fd, static: true})
 	}
 	u.root = u.newNode(0, dirs)
 	return nil
+}
+
+// defaultDirFds is DefaultMaxDirFds, or a quarter of the descriptor
+// limit when that is lower (the rest is for open files and the splice
+// pipes); at least 16.
+func defaultDirFds() int {
+	var rl unix.Rlimit
+	if unix.Getrlimit(unix.RLIMIT_NOFILE, &rl) == nil && rl.Cur/4 < DefaultMaxDirFds {
+		return max(int(rl.Cur/4), 16)
+	}
+	return DefaultMaxDirFds
 }
 
 // openWork prepares <workdir>/work: same filesystem as the upper, emptied
@@ -174,6 +205,9 @@ func (u *unionFS) close() {
 		unix.Close(u.work)
 	}
 	u.cache.close()
+	if u.fds != nil {
+		u.fds.closeAll()
+	}
 }
 
 // Mount mounts the union described by opts at mountpoint and starts

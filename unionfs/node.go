@@ -3,29 +3,38 @@ package unionfs
 import (
 	"context"
 	"encoding/binary"
-	"sync"
 	"sync/atomic"
 	"syscall"
 	"unsafe"
 
 	"github.com/hanwen/go-fuse/v2/fs"
 	"github.com/hanwen/go-fuse/v2/fuse"
+	"github.com/unionmount/unionmount/internal/lockrank"
 	"golang.org/x/sys/unix"
 )
 
-// node is one merged path of the union. The go-fuse Inode tree gives its
-// current path (renames move it); mu guards what the layers hold there.
+// node is one entry of the merged tree. Its link (parent, name) says
+// where it stands; its entry in each layer is that name in the parent's
+// directory of the layer, reached by descriptor (link.go, ref.go). mu
+// guards what the layers hold there.
 //
-// Lock order: copyMu of a node, then (after its parent's copy-up finished)
-// mu. No goroutine holds two nodes' mu at once.
+// Lock order: see doc.go.
 type node struct {
 	fs.Inode
 	u *unionFS
 
-	// copyMu serialises copy-up of this node; concurrent openers wait.
-	copyMu sync.Mutex
+	// parent and name are the node's link: its entry is name in parent's
+	// directories. parent is nil for the root and once the node has no
+	// name left. more holds further names of an upper hard link that
+	// lookups reached (rare; nil otherwise). Guarded by u.linkMu.
+	parent *node
+	name   string
+	more   []link
 
-	mu sync.Mutex
+	// copyMu serialises copy-up of this node; concurrent openers wait.
+	copyMu lockrank.Mutex[rankCopy]
+
+	mu lockrank.Mutex[rankNode]
 	// top is the layer of the topmost entry (0 = upper when the mount has
 	// one). Guarded by mu.
 	top int
@@ -49,7 +58,7 @@ type node struct {
 	tmpFd atomic.Int64
 
 	// ioMu guards open, the node's open file handles.
-	ioMu sync.Mutex
+	ioMu lockrank.Mutex[rankIO]
 	open map[*fileHandle]struct{}
 
 	// caps caches whether the file has security.capability (the kernel asks
@@ -69,16 +78,13 @@ func (u *unionFS) newNode(top int, dirs []layerDir) *node {
 	return n
 }
 
-// state returns a consistent snapshot of the node's layers and its path.
-func (n *node) state() (top int, dirs []layerDir, rel string) {
-	rel = n.rel()
+// state returns a consistent snapshot of the node's layers.
+func (n *node) state() (top int, dirs []layerDir) {
 	n.mu.Lock()
 	top, dirs = n.top, n.dirs
 	n.mu.Unlock()
 	return
 }
-
-func (n *node) rel() string { return n.Path(n.u.rootInode()) }
 
 func (n *node) isUpper() bool { return n.copiedUp.Load() }
 
@@ -112,30 +118,24 @@ func (u *unionFS) lowerDirs(dirs []layerDir) []layerDir {
 	return dirs
 }
 
-// inoOf is the inode number of a resolved entry: the origin's number for an
-// upper entry that was copied up (persisted in an xattr), else the number
-// of the topmost entry.
-func (u *unionFS) inoOf(res *resolution, rel string) uint64 {
+// inoOf is the inode number of the entry name of pd: the origin's number
+// for an upper entry that was copied up (persisted in an xattr), else the
+// number of the topmost entry.
+func (u *unionFS) inoOf(res *resolution, pd *dirAt, name string) uint64 {
 	if res.upper(u) && (res.st.Mode&unix.S_IFMT != unix.S_IFDIR || len(res.dirs) > 1) {
-		if ino, ok := u.readOrigin(rel); ok {
-			return ino
+		if fd, err := pd.fd(0); err == nil {
+			if ino, ok := u.readOrigin(procAt(fd, name)); ok {
+				return ino
+			}
 		}
 	}
 	return u.inos.ino(res.st.Dev, res.st.Ino)
 }
 
-func (u *unionFS) readOrigin(rel string) (uint64, bool) {
-	p, done, err := u.layers[0].xattrPath(rel)
-	if err != nil {
-		return 0, false
-	}
-	defer done()
-	return originFrom(func(b []byte) (int, error) { return unix.Lgetxattr(p, u.originXattr, b) })
-}
-
-// readOriginFd is readOrigin of an open upper file.
-func (u *unionFS) readOriginFd(fd int) (uint64, bool) {
-	return originFrom(func(b []byte) (int, error) { return unix.Fgetxattr(fd, u.originXattr, b) })
+// readOrigin reads the origin xattr of the upper entry at path (a /proc
+// path through a descriptor), without following a final symlink.
+func (u *unionFS) readOrigin(path string) (uint64, bool) {
+	return originFrom(func(b []byte) (int, error) { return unix.Lgetxattr(path, u.originXattr, b) })
 }
 
 func originFrom(get func([]byte) (int, error)) (uint64, bool) {
@@ -176,24 +176,26 @@ func (n *node) Lookup(ctx context.Context, name string, out *fuse.EntryOut) (*fs
 	if len(name) > 255 {
 		return nil, syscall.ENAMETOOLONG
 	}
-	_, dirs, rel := n.state()
-	res, found, err := n.u.resolve(dirs, rel, name)
+	pd := n.u.at(n)
+	defer pd.done()
+	res, found, err := n.u.resolve(pd, name)
 	if err != nil {
-		return nil, n.u.errno("lookup", join(rel, name), err)
+		return nil, n.u.errno("lookup", name, err)
 	}
 	if !found {
 		return nil, syscall.ENOENT
 	}
-	return n.u.childInode(ctx, &n.Inode, rel, name, &res, out), 0
+	return n.u.childInode(ctx, pd, name, &res, out), 0
 }
 
-// childInode returns the Inode for a resolved entry, reusing the existing
-// one when go-fuse already knows the (mode, ino) pair and refreshing its
-// layer state.
-func (u *unionFS) childInode(ctx context.Context, parent *fs.Inode, prel, name string, res *resolution, out *fuse.EntryOut) *fs.Inode {
-	rel := join(prel, name)
-	ino := u.inoOf(res, rel)
+// childInode returns the Inode for the entry name of pd, reusing the
+// existing one when go-fuse already knows the (mode, ino) pair and
+// refreshing its layer state.
+func (u *unionFS) childInode(ctx context.Context, pd *dirAt, name string, res *resolution, out *fuse.EntryOut) *fs.Inode {
+	parent := pd.n
+	ino := u.inoOf(res, pd, name)
 	child := u.newNode(res.top, res.dirs)
+	child.parent, child.name = parent, name
 	if res.upper(u) {
 		child.upperIno.Store(res.st.Ino)
 	}
@@ -202,7 +204,7 @@ func (u *unionFS) childInode(ctx context.Context, parent *fs.Inode, prel, name s
 		// Each name of a lower hard link is its own node with the same
 		// st_ino: copying one alias up breaks the link (index=off), so
 		// their state must not be shared.
-		sa.Gen = aliasGen(rel)
+		sa.Gen = aliasGen(join(pd.path(), name))
 	}
 	child.baseGen = sa.Gen
 	sa.Gen = u.currentGen(sa)
@@ -213,25 +215,59 @@ func (u *unionFS) childInode(ctx context.Context, parent *fs.Inode, prel, name s
 		// The kernel still holds this node: refresh what the layers say.
 		if en, ok := ex.Operations().(*node); ok {
 			var st unix.Stat_t
-			if !en.setState(res.top, res.dirs) && u.layers[0].lstat(rel, &st) == nil {
+			if !en.setState(res.top, res.dirs) {
 				// Stale: answer with the upper copy's attributes.
-				u.fillAttr(&st, ino, len(res.dirs) > 1, &out.Attr)
+				if fd, err := pd.fd(0); err == nil && unix.Fstatat(fd, name, &st, unix.AT_SYMLINK_NOFOLLOW) == nil {
+					u.fillAttr(&st, ino, len(res.dirs) > 1, &out.Attr)
+				}
 			}
 			if res.upper(u) {
 				en.upperIno.Store(res.st.Ino)
 			}
+			en.relink(parent, name)
 			en.unlinked.Store(false)
 			return ex
 		}
 	}
-	return parent.NewInode(ctx, child, sa)
+	ch := parent.NewInode(ctx, child, sa)
+	if cn, ok := ch.Operations().(*node); ok && cn != child {
+		// Another name of an upper hard link the kernel holds.
+		cn.relink(parent, name)
+		cn.unlinked.Store(false)
+	}
+	return ch
 }
 
-// topStat lstats the node's topmost entry.
-func (n *node) topStat(st *unix.Stat_t) (top int, rel string, err error) {
-	top, _, rel = n.state()
-	err = n.u.layers[top].lstat(rel, st)
-	return top, rel, err
+// relink makes sure (parent, name) is one of n's names.
+func (n *node) relink(parent *node, name string) {
+	u := n.u
+	u.linkMu.RLock()
+	ok := n.parent == parent && n.name == name
+	u.linkMu.RUnlock()
+	if ok {
+		return
+	}
+	u.linkMu.Lock()
+	n.addLinkLocked(parent, name)
+	u.linkMu.Unlock()
+}
+
+var _ = (fs.NodeOnForgetter)((*node)(nil))
+
+// OnForget closes the directory descriptors held for the node.
+func (n *node) OnForget() {
+	n.u.fds.drop(n, len(n.u.layers))
+}
+
+// topStat lstats the node's topmost entry: one fstatat from the parent's
+// held descriptor.
+func (n *node) topStat(st *unix.Stat_t) error {
+	l, _, err := n.lockTop()
+	if err == nil {
+		err = unix.Fstatat(l.dir(), l.name, st, unix.AT_SYMLINK_NOFOLLOW)
+	}
+	n.unlockTop(l)
+	return err
 }
 
 var _ = (fs.NodeGetattrer)((*node)(nil))
@@ -248,9 +284,9 @@ func (n *node) Getattr(ctx context.Context, f fs.FileHandle, out *fuse.AttrOut) 
 		if err != nil {
 			return n.u.errno("fstat", "", err)
 		}
-	} else if _, rel, err := n.topStat(&st); err != nil {
+	} else if err := n.topStat(&st); err != nil {
 		if !n.unlinked.Load() || !isNotExist(err) {
-			return n.u.errno("stat", rel, err)
+			return n.u.errno("stat", "", err)
 		}
 		// An open FIFO or directory has no handle to fstat once its name
 		// is gone: report what it was last.
@@ -262,7 +298,7 @@ func (n *node) Getattr(ctx context.Context, f fs.FileHandle, out *fuse.AttrOut) 
 		}
 		n.mu.Unlock()
 		if !ok {
-			return n.u.errno("stat", rel, err)
+			return n.u.errno("stat", "", err)
 		}
 		n.u.fillAttr(&st, n.StableAttr().Ino, false, &out.Attr)
 		out.Nlink = 0
@@ -288,12 +324,16 @@ func (n *node) Getattr(ctx context.Context, f fs.FileHandle, out *fuse.AttrOut) 
 var _ = (fs.NodeReadlinker)((*node)(nil))
 
 func (n *node) Readlink(ctx context.Context) ([]byte, syscall.Errno) {
-	top, _, rel := n.state()
+	l, _, err := n.lockTop()
+	defer n.unlockTop(l)
+	if err != nil {
+		return nil, n.u.errno("readlink", "", err)
+	}
 	buf := make([]byte, 4096)
 	for {
-		sz, err := unix.Readlinkat(n.u.layers[top].fd, rel2at(rel), buf)
+		sz, err := unix.Readlinkat(l.dir(), l.name, buf)
 		if err != nil {
-			return nil, n.u.errno("readlink", rel, err)
+			return nil, n.u.errno("readlink", l.name, err)
 		}
 		if sz < len(buf) {
 			return buf[:sz], 0

@@ -1,10 +1,10 @@
 package unionfs
 
 import (
-	"sync"
 	"syscall"
 
 	"github.com/hanwen/go-fuse/v2/fuse"
+	"github.com/unionmount/unionmount/internal/lockrank"
 )
 
 // noOpendir serves directories without OPENDIR and RELEASEDIR requests.
@@ -26,7 +26,7 @@ import (
 type noOpendir struct {
 	fuse.RawFileSystem
 
-	mu      sync.Mutex
+	mu      lockrank.Mutex[rankOpendirTable]
 	on      bool // the kernel supports it; set by Init
 	handles map[uint64]*dirSlot
 }
@@ -34,7 +34,7 @@ type noOpendir struct {
 // dirSlot is the handle held for one directory node. mu serialises the
 // requests that use it, so a release never races a read.
 type dirSlot struct {
-	mu sync.Mutex
+	mu lockrank.Mutex[rankDirSlot]
 	fh uint64 // 0: none open
 }
 

@@ -32,6 +32,12 @@ type Options struct {
 	// tables (cost = entries). 0 disables the cache.
 	LookupCacheEntries int64
 
+	// MaxDirFds bounds the directory descriptors the daemon holds for the
+	// nodes the kernel knows (an LRU; a directory whose descriptor was
+	// dropped is reopened from its parent's). 0 means DefaultMaxDirFds,
+	// or a quarter of RLIMIT_NOFILE when that is lower.
+	MaxDirFds int
+
 	// NoFsync skips fsync on copy-up (volatile, fsync=0).
 	NoFsync bool
 	// Rootless writes user.overlay.* markers instead of trusted.overlay.*.

@@ -36,18 +36,20 @@ func (n *node) Rename(ctx context.Context, name string, newParent fs.InodeEmbedd
 	}
 	exchange := flags&unix.RENAME_EXCHANGE != 0
 
-	_, sdirs, srel := n.state()
-	_, ddirs, drel := np.state()
-	sres, found, err := u.resolve(sdirs, srel, name)
+	spd := u.at(n)
+	defer spd.done()
+	dpd := u.at(np)
+	defer dpd.done()
+	sres, found, err := u.resolve(spd, name)
 	if err != nil {
-		return u.errno("rename", join(srel, name), err)
+		return u.errno("rename", name, err)
 	}
 	if !found {
 		return syscall.ENOENT
 	}
-	dres, dfound, err := u.resolve(ddirs, drel, newName)
+	dres, dfound, err := u.resolve(dpd, newName)
 	if err != nil {
-		return u.errno("rename", join(drel, newName), err)
+		return u.errno("rename", newName, err)
 	}
 	if exchange && !dfound {
 		return syscall.ENOENT
@@ -71,9 +73,11 @@ func (n *node) Rename(ctx context.Context, name string, newParent fs.InodeEmbedd
 			return syscall.EISDIR
 		}
 		if dIsDir {
-			entries, err := u.merge(dres.dirs, join(drel, newName))
+			cd, done := u.childAt(dpd, newName, &dres)
+			entries, err := u.merge(cd)
+			done()
 			if err != nil {
-				return u.errno("rename", join(drel, newName), err)
+				return u.errno("rename", newName, err)
 			}
 			if len(entries) > 0 {
 				return syscall.ENOTEMPTY
@@ -89,40 +93,56 @@ func (n *node) Rename(ctx context.Context, name string, newParent fs.InodeEmbedd
 	if sch == nil {
 		return syscall.ENOENT
 	}
-	if err := u.copyUp(sch.Operations().(*node), false); err != nil {
-		return u.errno("copy up for rename", join(srel, name), err)
+	sn := sch.Operations().(*node)
+	if err := u.copyUp(sn, false); err != nil {
+		return u.errno("copy up for rename", name, err)
 	}
-	var dch *fs.Inode
+	var dn *node
 	if exchange {
-		if dch = np.GetChild(newName); dch == nil {
+		dch := np.GetChild(newName)
+		if dch == nil {
 			return syscall.ENOENT
 		}
-		if err := u.copyUp(dch.Operations().(*node), false); err != nil {
-			return u.errno("copy up for rename", join(drel, newName), err)
+		dn = dch.Operations().(*node)
+		if err := u.copyUp(dn, false); err != nil {
+			return u.errno("copy up for rename", newName, err)
+		}
+	} else if dfound {
+		if dch := np.GetChild(newName); dch != nil && dch != sch {
+			dn, _ = dch.Operations().(*node)
 		}
 	}
-	sfd, _, err := n.upperDirOf()
+	sd, err := n.upperDirOf()
 	if err != nil {
-		return u.errno("rename", srel, err)
+		return u.errno("rename", name, err)
 	}
-	defer unix.Close(sfd)
-	dfd := sfd // most renames stay in their directory: one open
+	defer u.fds.release(sd)
+	dd := sd
 	if np != n {
-		if dfd, _, err = np.upperDirOf(); err != nil {
-			return u.errno("rename", drel, err)
+		if dd, err = np.upperDirOf(); err != nil {
+			return u.errno("rename", newName, err)
 		}
-		defer unix.Close(dfd)
+		defer u.fds.release(dd)
 	}
+	sfd, dfd := sd.fd, dd.fd
 
-	srcLower, err := u.lowerHas(sdirs, srel, name)
+	srcLower, err := u.lowerHas(spd, name)
 	if err != nil {
-		return u.errno("rename", join(srel, name), err)
+		return u.errno("rename", name, err)
 	}
 	// ovl_rename: a directory that only the upper has is marked opaque
 	// when it moves into a merged directory, whether or not a lower layer
 	// shows its new name, so it never merges with what a lower may hold.
-	dstMerged := len(u.lowerDirs(ddirs)) > 0
-	srcMerged := len(u.lowerDirs(sdirs)) > 0
+	dstMerged := len(u.lowerDirs(dpd.dirs)) > 0
+	srcMerged := len(u.lowerDirs(spd.dirs)) > 0
+
+	// From here the upper changes: the names on disk and the nodes' links
+	// change in one step for every open and lookup that goes by link.
+	u.linkMu.Lock()
+	defer u.linkMu.Unlock()
+	if dn != nil && !exchange && dIsDir {
+		dn.pinLocked(dres.top)
+	}
 
 	// Directories that need to be opaque at their new place are marked
 	// before they move, so a crash never shows one merging with a lower
@@ -130,18 +150,20 @@ func (n *node) Rename(ctx context.Context, name string, newParent fs.InodeEmbedd
 	// EXDEV above), so the marker changes nothing where they are now.
 	if sIsDir && dstMerged {
 		if err := u.setOpaque(sfd, name); err != nil {
-			return u.errno("rename", join(srel, name), err)
+			return u.errno("rename", name, err)
 		}
 	}
 	if exchange {
 		if dIsDir && srcMerged {
 			if err := u.setOpaque(dfd, newName); err != nil {
-				return u.errno("rename", join(drel, newName), err)
+				return u.errno("rename", newName, err)
 			}
 		}
 		if err := unix.Renameat2(sfd, name, dfd, newName, unix.RENAME_EXCHANGE); err != nil {
-			return u.errno("rename", join(srel, name), err)
+			return u.errno("rename", name, err)
 		}
+		sn.moveLinkLocked(n, name, np, newName)
+		dn.moveLinkLocked(np, newName, n, name)
 		return 0
 	}
 
@@ -155,22 +177,22 @@ func (n *node) Rename(ctx context.Context, name string, newParent fs.InodeEmbedd
 			// exchange them, then the whiteout sits at the old name,
 			// where it stays if a lower entry must stay hidden.
 			if err := unix.Renameat2(sfd, name, dfd, newName, unix.RENAME_EXCHANGE); err != nil {
-				return u.errno("rename", join(srel, name), err)
+				return u.errno("rename", name, err)
 			}
 			if !srcLower {
 				if err := unix.Unlinkat(sfd, name, 0); err != nil && u.opts.Debug {
-					u.log.Printf("rename: remove the whiteout left at %q: %v", join(srel, name), err)
+					u.log.Printf("rename: remove the whiteout left at %q: %v", name, err)
 				}
 			}
 			u.dropAUFSWhiteout(dfd, newName) // done: the rename stands either way
-			np.markReplaced(newName, sch, dfound, dIsDir, &dres)
+			u.movedLocked(sn, n, name, dn, np, newName, dIsDir, &dres)
 			return 0
 		case st.Mode&unix.S_IFMT == unix.S_IFDIR:
 			// An upper directory that is empty in the merged view may
 			// still hold whiteouts: swap in an empty opaque one first
 			// (ovl_clear_empty), then rename over that.
 			if err := u.clearUpperDir(dfd, newName, &st); err != nil {
-				return u.errno("rename", join(drel, newName), err)
+				return u.errno("rename", newName, err)
 			}
 		}
 	}
@@ -186,12 +208,12 @@ func (n *node) Rename(ctx context.Context, name string, newParent fs.InodeEmbedd
 		}
 	}
 	if err != nil {
-		return u.errno("rename", join(srel, name), err)
+		return u.errno("rename", name, err)
 	}
 	// A ".wh.NAME" marker beside the new entry is hidden by it; remove it
 	// only now, so it never uncovers the lower entry.
 	u.dropAUFSWhiteout(dfd, newName) // done: the rename stands either way
-	np.markReplaced(newName, sch, dfound, dIsDir, &dres)
+	u.movedLocked(sn, n, name, dn, np, newName, dIsDir, &dres)
 	return 0
 }
 
@@ -223,15 +245,18 @@ func (u *unionFS) clearUpperDir(dfd int, name string, st *unix.Stat_t) error {
 	})
 }
 
-// markReplaced records that the rename put another entry over newName:
-// the node that was there has lost that name.
-func (np *node) markReplaced(newName string, sch *fs.Inode, dfound, dIsDir bool, dres *resolution) {
-	if !dfound {
+// movedLocked moves sn's link from (from, name) to (to, newName) and
+// records that dn, the node that was at the new name (nil if none), has
+// lost that name.
+//
+// Preconditions: u.linkMu held for writing.
+func (u *unionFS) movedLocked(sn, from *node, name string, dn, to *node, newName string, dIsDir bool, dres *resolution) {
+	sn.moveLinkLocked(from, name, to, newName)
+	if dn == nil {
 		return
 	}
-	if ch := np.GetChild(newName); ch != nil && ch != sch {
-		if cn, ok := ch.Operations().(*node); ok && (dIsDir || !dres.upper(np.u) || dres.st.Nlink <= 1) {
-			cn.unlinked.Store(true)
-		}
+	dn.dropLinkLocked(to, newName)
+	if dIsDir || !dres.upper(u) || dres.st.Nlink <= 1 {
+		dn.unlinked.Store(true)
 	}
 }

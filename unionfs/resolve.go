@@ -41,24 +41,25 @@ func isNotExist(err error) bool {
 	return errors.Is(err, unix.ENOENT) || errors.Is(err, unix.ENOTDIR)
 }
 
-// probe looks name up in one layer's directory rel.
+// probe looks name up in one layer's directory of the merged directory pd.
 //
 // With needStat false only the file type bits of st.Mode need be filled:
 // the caller already has the topmost entry and only asks whether this one
 // is a directory.
-func (u *unionFS) probe(l *layer, d layerDir, rel, name string, st *unix.Stat_t, needStat bool) (probe, error) {
+func (u *unionFS) probe(l *layer, d layerDir, pd *dirAt, name string, st *unix.Stat_t, needStat bool) (probe, error) {
 	if c := u.cache; c != nil && !l.upper {
-		return c.probe(u, l, d, rel, name, st, needStat)
+		return c.probe(u, l, d, pd, name, st, needStat)
 	}
-	ds := dirStat{l: l, rel: rel, fd: -1}
-	defer ds.close()
-	err := ds.lstat(name, st)
+	pfd, err := pd.fd(d.layer)
+	if err == nil {
+		err = unix.Fstatat(pfd, name, st, unix.AT_SYMLINK_NOFOLLOW)
+	}
 	if err != nil {
 		if !isNotExist(err) {
 			return probeAbsent, err
 		}
 		var wst unix.Stat_t
-		if ds.lstat(whiteout.Prefix+name, &wst) == nil {
+		if pfd >= 0 && unix.Fstatat(pfd, whiteout.Prefix+name, &wst, unix.AT_SYMLINK_NOFOLLOW) == nil {
 			return probeWhiteout, nil
 		}
 		return probeAbsent, nil
@@ -67,64 +68,33 @@ func (u *unionFS) probe(l *layer, d layerDir, rel, name string, st *unix.Stat_t,
 		return probeWhiteout, nil
 	}
 	if d.xwh && st.Mode&unix.S_IFMT == unix.S_IFREG && st.Size == 0 &&
-		l.isXattrWhiteout(join(rel, name)) {
+		whiteout.IsXattrWhiteoutPath(procAt(pfd, name)) {
 		return probeWhiteout, nil
 	}
 	return probeFound, nil
 }
 
-// dirStat stats names in one directory of a layer. In the upper, which
-// users change concurrently, the directory is opened once with
-// RESOLVE_BENEATH|RESOLVE_NO_SYMLINKS and the names are looked up in it;
-// lowers are immutable and take the plain path.
-type dirStat struct {
-	l   *layer
-	rel string
-	fd  int // -1 until opened
-	err error
-}
-
-func (s *dirStat) lstat(name string, st *unix.Stat_t) error {
-	if !s.l.upper || s.rel == "" {
-		return unix.Fstatat(s.l.fd, join(s.rel, name), st, unix.AT_SYMLINK_NOFOLLOW)
-	}
-	if s.fd < 0 && s.err == nil {
-		s.fd, s.err = s.l.openDir(s.rel, unix.O_PATH)
-	}
-	if s.err != nil {
-		return s.err
-	}
-	return unix.Fstatat(s.fd, name, st, unix.AT_SYMLINK_NOFOLLOW)
-}
-
-func (s *dirStat) close() {
-	if s.fd >= 0 {
-		unix.Close(s.fd)
-		s.fd = -1
-	}
-}
-
-// opacity reports whether the directory rel/name of a layer hides the
-// directories below it: an opaque xattr, a ".wh..wh..opq" inside, or (AUFS)
-// a ".wh.NAME" beside it in the same layer.
-func (u *unionFS) opacity(l *layer, rel, name string) whiteout.Opacity {
+// opacity reports whether the directory name in the merged directory pd,
+// in layer l, hides the directories below it: an opaque xattr, a
+// ".wh..wh..opq" inside, or (AUFS) a ".wh.NAME" beside it in the same
+// layer.
+func (u *unionFS) opacity(l *layer, pd *dirAt, name string) whiteout.Opacity {
 	if c := u.cache; c != nil && !l.upper {
-		return c.opacity(u, l, join(rel, name))
+		return c.opacity(u, l, pd, name)
 	}
-	return u.opacityDirect(l, rel, name)
-}
-
-func (u *unionFS) opacityDirect(l *layer, rel, name string) whiteout.Opacity {
-	p := join(rel, name)
-	op := l.xattrOpacity(p)
+	pfd, err := pd.fd(l.index)
+	if err != nil {
+		return whiteout.NotOpaque
+	}
+	op := xattrOpacity(procAt(pfd, name))
 	if op == whiteout.Opaque {
 		return op
 	}
 	var st unix.Stat_t
-	if l.lstat(join(p, whiteout.OpaqueFile), &st) == nil {
+	if unix.Fstatat(pfd, name+"/"+whiteout.OpaqueFile, &st, unix.AT_SYMLINK_NOFOLLOW) == nil {
 		return whiteout.Opaque
 	}
-	if name != "" && l.lstat(join(rel, whiteout.Prefix+name), &st) == nil {
+	if unix.Fstatat(pfd, whiteout.Prefix+name, &st, unix.AT_SYMLINK_NOFOLLOW) == nil {
 		return whiteout.Opaque
 	}
 	return op
@@ -144,18 +114,18 @@ func xattrOpacity(path string) whiteout.Opacity {
 	return whiteout.DirOpacityPath(path)
 }
 
-// resolve looks name up in the merged directory made of parent (the
-// directory's layers, top first) at rel. It applies the overlayfs rules:
+// resolve looks name up in the merged directory pd. It applies the overlayfs rules:
 // the topmost entry wins; a whiteout ends the search; a non-directory hides
 // everything below it; directories merge until an opaque one.
-func (u *unionFS) resolve(parent []layerDir, rel, name string) (res resolution, found bool, err error) {
-	return u.resolveFrom(parent, rel, name, 0)
+func (u *unionFS) resolve(pd *dirAt, name string) (res resolution, found bool, err error) {
+	return u.resolveFrom(pd, name, 0)
 }
 
 // resolveFrom is resolve starting at layer from: the caller knows that the
 // layers above it have no entry and delete nothing of that name (READDIRPLUS
 // of a listing that merge just built).
-func (u *unionFS) resolveFrom(parent []layerDir, rel, name string, from int) (res resolution, found bool, err error) {
+func (u *unionFS) resolveFrom(pd *dirAt, name string, from int) (res resolution, found bool, err error) {
+	parent := pd.dirs
 	if whiteout.Hidden(name) {
 		// ".wh." names are whiteouts and AUFS metadata: never an entry.
 		return res, false, nil
@@ -172,7 +142,7 @@ func (u *unionFS) resolveFrom(parent []layerDir, rel, name string, from int) (re
 		if i == lowerStart && !found && u.cache != nil && len(parent)-lowerStart >= lowerIndexMin {
 			// Deep stack: ask the merged index of the lower part which
 			// layer holds the name, and start there.
-			if li := u.cache.lowerIndex(u, parent[lowerStart:], rel); li != nil {
+			if li := u.cache.lowerIndex(u, pd, parent[lowerStart:]); li != nil {
 				l, ok := li.top[name]
 				if !ok {
 					return res, false, nil
@@ -184,7 +154,7 @@ func (u *unionFS) resolveFrom(parent []layerDir, rel, name string, from int) (re
 			}
 		}
 		l := u.layers[d.layer]
-		p, err := u.probe(l, d, rel, name, &st, !found)
+		p, err := u.probe(l, d, pd, name, &st, !found)
 		if err != nil {
 			return res, false, err
 		}
@@ -211,7 +181,7 @@ func (u *unionFS) resolveFrom(parent []layerDir, rel, name string, from int) (re
 			res.dirs = append(res.dirs, layerDir{layer: d.layer})
 			return res, true, nil
 		}
-		op := u.opacity(l, rel, name)
+		op := u.opacity(l, pd, name)
 		res.dirs = append(res.dirs, layerDir{layer: d.layer, xwh: op == whiteout.XattrWhiteouts})
 		if op == whiteout.Opaque {
 			return res, true, nil

@@ -89,32 +89,51 @@ func newView(t *testing.T, cache int64, lowers []string) *view {
 }
 
 func (v *view) resolvePath(p string) (resolution, bool) {
-	dirs := v.u.root.dirs
-	rel := ""
+	res, _, ok := v.walk(p)
+	return res, ok
+}
+
+// walk resolves p one name at a time from the root, as lookups through a
+// mount would, and returns the last node (not known to FUSE).
+func (v *view) walk(p string) (resolution, *node, bool) {
+	n := v.u.root
 	var res resolution
+	if p == "" {
+		return res, n, true
+	}
 	for _, name := range strings.Split(p, "/") {
-		r, found, err := v.u.resolve(dirs, rel, name)
+		pd := v.u.at(n)
+		r, found, err := v.u.resolve(pd, name)
+		pd.done()
 		if err != nil {
 			v.t.Fatalf("resolve %q: %v", p, err)
 		}
 		if !found {
-			return r, false
+			return r, nil, false
 		}
-		res, dirs, rel = r, r.dirs, join(rel, name)
+		child := v.u.newNode(r.top, r.dirs)
+		child.parent, child.name = n, name
+		res, n = r, child
 	}
-	return res, true
+	return res, n, true
+}
+
+// dir returns the merged directory p for merge.
+func (v *view) dir(p string) *dirAt {
+	res, n, ok := v.walk(p)
+	if !ok {
+		v.t.Fatalf("list %q: not found", p)
+	}
+	if p == "" {
+		return v.u.at(n)
+	}
+	return v.u.atDirs(n, res.dirs)
 }
 
 func (v *view) list(p string) []string {
-	dirs := v.u.root.dirs
-	if p != "" {
-		res, ok := v.resolvePath(p)
-		if !ok {
-			v.t.Fatalf("list %q: not found", p)
-		}
-		dirs = res.dirs
-	}
-	entries, err := v.u.merge(dirs, p)
+	pd := v.dir(p)
+	defer pd.done()
+	entries, err := v.u.merge(pd)
 	if err != nil {
 		v.t.Fatal(err)
 	}
@@ -203,13 +222,8 @@ func TestMergeInodes(t *testing.T) {
 	lowers := mkLayers(t, []string{"a=1", "d/", "d/x=x"}, []string{"a=2", "b=b", "d/y=y"})
 	v := newView(t, 1<<10, lowers)
 	for _, dir := range []string{"", "d"} {
-		entries, err := v.u.merge(func() []layerDir {
-			if dir == "" {
-				return v.u.root.dirs
-			}
-			r, _ := v.resolvePath(dir)
-			return r.dirs
-		}(), dir)
+		pd := v.dir(dir)
+		entries, err := v.u.merge(pd)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -218,10 +232,11 @@ func TestMergeInodes(t *testing.T) {
 			if !ok {
 				t.Fatalf("%s listed but not found", e.name)
 			}
-			if ino := v.u.inoOf(&res, join(dir, e.name)); ino != e.ino {
+			if ino := v.u.inoOf(&res, pd, e.name); ino != e.ino {
 				t.Errorf("%s: d_ino %d != st_ino %d", join(dir, e.name), e.ino, ino)
 			}
 		}
+		pd.done()
 	}
 }
 

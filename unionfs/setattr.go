@@ -18,33 +18,50 @@ func (n *node) Setattr(ctx context.Context, f fs.FileHandle, in *fuse.SetAttrIn,
 	u := n.u
 	size, hasSize := in.GetSize()
 	if err := u.copyUp(n, hasSize && size == 0); err != nil {
-		return u.errno("copy up for setattr", n.rel(), err)
+		return u.errno("copy up for setattr", "", err)
 	}
-	rel := n.rel()
-	l := u.layers[0]
 	// dfd and name address the file for the *at calls; nofollow is their
 	// AT_SYMLINK_NOFOLLOW. A file without a name (unlinked while open, an
-	// O_TMPFILE) is reached through an open descriptor instead.
-	var dfd, nofollow int
-	var name string
-	fd, detached := n.detachedFd()
-	if detached {
-		defer unix.Close(fd)
-		dfd, name = unix.AT_FDCWD, fdPath(fd)
-	} else {
-		var prel string
-		prel, name = split(rel)
+	// O_TMPFILE) is reached through an open descriptor instead. The link
+	// stays held, so no rename moves the name meanwhile.
+	// A writable handle truncates through its own descriptor, taken
+	// before the link is held (getFd may take it itself).
+	hfd := -1
+	if h := asFileHandle(f); h != nil && hasSize && h.flags&unix.O_ACCMODE != unix.O_RDONLY {
 		var err error
-		if dfd, err = l.openDir(prel, unix.O_PATH); err != nil {
-			return u.errno("setattr", rel, err)
+		if hfd, err = h.getFd(); err != nil {
+			return u.errno("truncate", "", err)
 		}
-		defer unix.Close(dfd)
-		if rel == "" {
-			name = "."
-		}
-		nofollow = unix.AT_SYMLINK_NOFOLLOW
 	}
+	if fd, detached := n.detachedFd(); detached {
+		errno := n.setattrAt(hfd, in, unix.AT_FDCWD, fdPath(fd), 0, true)
+		unix.Close(fd)
+		if errno != 0 {
+			return errno
+		}
+	} else {
+		l, _, err := n.lockTop()
+		var errno syscall.Errno
+		if err != nil {
+			errno = u.errno("setattr", "", err)
+		} else {
+			errno = n.setattrAt(hfd, in, l.dir(), l.name, unix.AT_SYMLINK_NOFOLLOW, false)
+		}
+		n.unlockTop(l)
+		if errno != 0 {
+			return errno
+		}
+	}
+	return n.Getattr(ctx, f, out)
+}
 
+// setattrAt does Setattr's changes on the entry (dfd, name); detached:
+// name is a descriptor's /proc path, to follow. hfd, when not -1, is a
+// writable handle's descriptor for the truncation.
+func (n *node) setattrAt(hfd int, in *fuse.SetAttrIn, dfd int, name string, nofollow int, detached bool) syscall.Errno {
+	u := n.u
+	rel := name
+	size, hasSize := in.GetSize()
 	uid, uok := in.GetUID()
 	gid, gok := in.GetGID()
 	if uok || gok {
@@ -66,17 +83,14 @@ func (n *node) Setattr(ctx context.Context, f fs.FileHandle, in *fuse.SetAttrIn,
 	}
 	if hasSize {
 		var err error
-		if h := asFileHandle(f); h != nil && h.flags&unix.O_ACCMODE != unix.O_RDONLY {
-			var fd int
-			if fd, err = h.getFd(); err == nil {
-				err = unix.Ftruncate(fd, int64(size))
-			}
+		if hfd >= 0 {
+			err = unix.Ftruncate(hfd, int64(size))
 		} else {
 			var fd int
 			if detached {
 				fd, err = unix.Open(name, unix.O_WRONLY|unix.O_CLOEXEC, 0)
 			} else {
-				fd, err = l.openAt(rel, unix.O_WRONLY, 0)
+				fd, err = unix.Openat(dfd, name, unix.O_WRONLY|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
 			}
 			if err == nil {
 				err = unix.Ftruncate(fd, int64(size))
@@ -108,5 +122,5 @@ func (n *node) Setattr(ctx context.Context, f fs.FileHandle, in *fuse.SetAttrIn,
 	if uok || gok {
 		n.caps.Store(0) // chown drops security.capability
 	}
-	return n.Getattr(ctx, f, out)
+	return 0
 }

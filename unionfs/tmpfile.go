@@ -16,11 +16,12 @@ var _ = (fs.NodeTmpfiler)((*node)(nil))
 // directory. linkat(fd, "", AT_EMPTY_PATH) later gives it a name (Link
 // finds it by its fd).
 func (n *node) Tmpfile(ctx context.Context, flags uint32, mode uint32, out *fuse.EntryOut) (*fs.Inode, fs.FileHandle, uint32, syscall.Errno) {
-	dfd, rel, err := n.upperDirOf()
+	d, err := n.upperDirOf()
 	if err != nil {
-		return nil, nil, 0, n.u.errno("tmpfile", n.rel(), err)
+		return nil, nil, 0, n.u.errno("tmpfile", "", err)
 	}
-	defer unix.Close(dfd)
+	defer n.u.fds.release(d)
+	dfd, rel := d.fd, ""
 	oflags := int(flags)&^(unix.O_APPEND|unix.O_NOCTTY|unix.O_CREAT|unix.O_EXCL|fuse.FMODE_EXEC) | unix.O_TMPFILE | unix.O_CLOEXEC
 	fd, err := unix.Openat(dfd, ".", oflags, mode&07777)
 	if err != nil {

@@ -26,6 +26,11 @@ func tmpName() string {
 // copyUp makes sure the node has an entry in the upper, copying its
 // parents first and then the node itself (ovl_copy_up). trunc skips the
 // data copy (O_TRUNC, truncate to 0).
+//
+// A node with a lower entry does not move while it is copied up: a
+// rename copies it up first (and waits on copyMu), and its parent, a
+// merged directory, cannot be renamed. So the descriptors and the name
+// taken at the start stay right to the end.
 func (u *unionFS) copyUp(n *node, trunc bool) error {
 	if !u.hasUpper {
 		return unix.EROFS
@@ -38,31 +43,32 @@ func (u *unionFS) copyUp(n *node, trunc bool) error {
 	if n.isUpper() {
 		return nil
 	}
-	name, parent := n.Parent()
+	u.linkMu.RLock()
+	parent, name := n.parent, n.name
+	u.linkMu.RUnlock()
 	if parent == nil {
 		return unix.ENOENT
 	}
-	pn := parent.Operations().(*node)
-	if err := u.copyUp(pn, false); err != nil {
+	if err := u.copyUp(parent, false); err != nil {
 		return err
 	}
-	top, dirs, rel := n.state()
-	prel, _ := split(rel)
-	src := u.layers[top]
-	sfd, err := src.openDir(prel, unix.O_PATH)
-	if err != nil {
-		return fmt.Errorf("copy up %q: open lower parent: %w", rel, err)
+	top, dirs := n.state()
+	u.linkMu.RLock()
+	src, err := u.locLocked(n, top)
+	var dst *fdEntry
+	if err == nil {
+		dst, err = u.dirFdLocked(parent, 0)
 	}
-	defer unix.Close(sfd)
+	u.linkMu.RUnlock()
+	defer u.fds.release(src.e)
+	defer u.fds.release(dst)
+	if err != nil {
+		return fmt.Errorf("copy up %q: %w", name, err)
+	}
 	var st unix.Stat_t
-	if err := unix.Fstatat(sfd, name, &st, unix.AT_SYMLINK_NOFOLLOW); err != nil {
-		return fmt.Errorf("copy up %q: %w", rel, err)
+	if err := unix.Fstatat(src.dir(), name, &st, unix.AT_SYMLINK_NOFOLLOW); err != nil {
+		return fmt.Errorf("copy up %q: %w", name, err)
 	}
-	dfd, err := u.layers[0].openDir(prel, unix.O_RDONLY)
-	if err != nil {
-		return fmt.Errorf("copy up %q: open upper parent: %w", rel, err)
-	}
-	defer unix.Close(dfd)
 	opts := copyup.Options{
 		NoFsync:  u.opts.NoFsync,
 		SkipData: trunc,
@@ -76,15 +82,15 @@ func (u *unionFS) copyUp(n *node, trunc bool) error {
 		// kernel does with index=off: the other names keep the old one.
 		opts.Xattrs = map[string][]byte{u.originXattr: originValue(n.StableAttr().Ino)}
 	}
-	err = copyup.Entry(copyup.Source{DirFd: sfd, Name: name, Stat: st}, dfd, name, u.work, opts)
+	err = copyup.Entry(copyup.Source{DirFd: src.dir(), Name: name, Stat: st}, dst.fd, name, u.work, opts)
 	if err != nil && !errors.Is(err, unix.EEXIST) {
-		return fmt.Errorf("copy up %q: %w", rel, err)
+		return fmt.Errorf("copy up %q: %w", name, err)
 	}
 	if st.Mode&unix.S_IFMT == unix.S_IFDIR {
 		dirs = append([]layerDir{{layer: 0}}, dirs...)
 	}
 	var ust unix.Stat_t
-	if unix.Fstatat(dfd, name, &ust, unix.AT_SYMLINK_NOFOLLOW) == nil {
+	if unix.Fstatat(dst.fd, name, &ust, unix.AT_SYMLINK_NOFOLLOW) == nil {
 		n.upperIno.Store(ust.Ino)
 	}
 	n.setState(0, dirs)
@@ -95,14 +101,13 @@ func (u *unionFS) copyUp(n *node, trunc bool) error {
 	return nil
 }
 
-// upperDirOf copies n up and opens its upper directory.
-func (n *node) upperDirOf() (fd int, rel string, err error) {
+// upperDirOf copies n up and returns its upper directory, held: release
+// it with u.fds.release.
+func (n *node) upperDirOf() (*fdEntry, error) {
 	if err := n.u.copyUp(n, false); err != nil {
-		return -1, "", err
+		return nil, err
 	}
-	rel = n.rel()
-	fd, err = n.u.layers[0].openDir(rel, unix.O_RDONLY)
-	return fd, rel, err
+	return n.u.dirFd(n, 0)
 }
 
 // woKind is what the upper holds at a name a new entry is made over.
@@ -118,30 +123,32 @@ const (
 // copies n up and finds a whiteout of that name (ovl_create_over_whiteout),
 // which placeNew replaces. A whiteout tells the caller that a lower entry
 // of that name is hidden, so a new directory must be opaque.
-func (n *node) prepareCreate(name string) (dfd int, rel string, wo woKind, err error) {
+//
+// The directory comes back held: release it with u.fds.release, also on
+// error (nil is fine).
+func (n *node) prepareCreate(name string) (d *fdEntry, wo woKind, err error) {
 	if whiteout.Hidden(name) {
 		// A ".wh." name would read back as a whiteout.
-		return -1, "", woNone, unix.EPERM
+		return nil, woNone, unix.EPERM
 	}
 	if len(name) > 255 {
-		return -1, "", woNone, unix.ENAMETOOLONG
+		return nil, woNone, unix.ENAMETOOLONG
 	}
-	dfd, rel, err = n.upperDirOf()
+	d, err = n.upperDirOf()
 	if err != nil {
-		return -1, "", woNone, err
+		return nil, woNone, err
 	}
 	var st unix.Stat_t
-	if unix.Fstatat(dfd, name, &st, unix.AT_SYMLINK_NOFOLLOW) == nil {
+	if unix.Fstatat(d.fd, name, &st, unix.AT_SYMLINK_NOFOLLOW) == nil {
 		if !whiteout.IsCharWhiteout(&st) {
-			unix.Close(dfd)
-			return -1, "", woNone, unix.EEXIST
+			return d, woNone, unix.EEXIST
 		}
-		return dfd, rel, woChar, nil
+		return d, woChar, nil
 	}
-	if unix.Fstatat(dfd, whiteout.Prefix+name, &st, unix.AT_SYMLINK_NOFOLLOW) == nil {
-		return dfd, rel, woAUFS, nil
+	if unix.Fstatat(d.fd, whiteout.Prefix+name, &st, unix.AT_SYMLINK_NOFOLLOW) == nil {
+		return d, woAUFS, nil
 	}
-	return dfd, rel, woNone, nil
+	return d, woNone, nil
 }
 
 // placeNew makes a new entry name in the upper directory dfd: make creates
@@ -224,8 +231,8 @@ func (u *unionFS) own(ctx context.Context, pfd, atFd int, name string, mode uint
 	return nil
 }
 
-// newUpperEntry registers an entry just made in the upper.
-func (n *node) newUpperEntry(ctx context.Context, dfd int, rel, name string, out *fuse.EntryOut) (*fs.Inode, error) {
+// newUpperEntry registers an entry just made in the upper directory dfd.
+func (n *node) newUpperEntry(ctx context.Context, dfd int, name string, out *fuse.EntryOut) (*fs.Inode, error) {
 	res := resolution{top: 0}
 	if err := unix.Fstatat(dfd, name, &res.st, unix.AT_SYMLINK_NOFOLLOW); err != nil {
 		return nil, err
@@ -233,29 +240,20 @@ func (n *node) newUpperEntry(ctx context.Context, dfd int, rel, name string, out
 	if res.st.Mode&unix.S_IFMT == unix.S_IFDIR {
 		res.dirs = []layerDir{{layer: 0}}
 	}
-	return n.u.childInode(ctx, &n.Inode, rel, name, &res, out), nil
+	pd := n.u.at(n)
+	defer pd.done()
+	return n.u.childInode(ctx, pd, name, &res, out), nil
 }
 
 var _ = (fs.NodeCreater)((*node)(nil))
 
 func (n *node) Create(ctx context.Context, name string, flags uint32, mode uint32, out *fuse.EntryOut) (*fs.Inode, fs.FileHandle, uint32, syscall.Errno) {
-	for try := 0; ; try++ {
-		ch, fh, fuseFlags, errno := n.create1(ctx, name, flags, mode, out)
-		// ENXIO: the open met a whiteout (a character device) that a
-		// rename of the name away left after prepareCreate looked: the
-		// name is free again in the merged view, so look again.
-		if errno != syscall.ENXIO || try == 4 {
-			return ch, fh, fuseFlags, errno
-		}
-	}
-}
-
-func (n *node) create1(ctx context.Context, name string, flags uint32, mode uint32, out *fuse.EntryOut) (*fs.Inode, fs.FileHandle, uint32, syscall.Errno) {
-	dfd, rel, wo, err := n.prepareCreate(name)
+	d, wo, err := n.prepareCreate(name)
+	defer n.u.fds.release(d)
 	if err != nil {
-		return nil, nil, 0, n.u.errno("create", join(n.rel(), name), err)
+		return nil, nil, 0, n.u.errno("create", name, err)
 	}
-	defer unix.Close(dfd)
+	dfd := d.fd
 	oflags := int(flags)&^(unix.O_APPEND|unix.O_NOCTTY|fuse.FMODE_EXEC) | unix.O_CREAT | unix.O_CLOEXEC | unix.O_NOFOLLOW
 	fd := -1
 	err = n.u.placeNew(dfd, name, wo, func(at int, atName string) error {
@@ -269,15 +267,12 @@ func (n *node) create1(ctx context.Context, name string, flags uint32, mode uint
 		if fd >= 0 {
 			unix.Close(fd)
 		}
-		if errors.Is(err, unix.ENXIO) {
-			return nil, nil, 0, syscall.ENXIO
-		}
-		return nil, nil, 0, n.u.errno("create", join(rel, name), err)
+		return nil, nil, 0, n.u.errno("create", name, err)
 	}
-	ch, err := n.newUpperEntry(ctx, dfd, rel, name, out)
+	ch, err := n.newUpperEntry(ctx, dfd, name, out)
 	if err != nil {
 		unix.Close(fd)
-		return nil, nil, 0, n.u.errno("create", join(rel, name), err)
+		return nil, nil, 0, n.u.errno("create", name, err)
 	}
 	cn := ch.Operations().(*node)
 	// The kernel asks for security.capability after a create (and before
@@ -298,11 +293,12 @@ func (n *node) create1(ctx context.Context, name string, flags uint32, mode uint
 var _ = (fs.NodeMkdirer)((*node)(nil))
 
 func (n *node) Mkdir(ctx context.Context, name string, mode uint32, out *fuse.EntryOut) (*fs.Inode, syscall.Errno) {
-	dfd, rel, wo, err := n.prepareCreate(name)
+	d, wo, err := n.prepareCreate(name)
+	defer n.u.fds.release(d)
 	if err != nil {
-		return nil, n.u.errno("mkdir", join(n.rel(), name), err)
+		return nil, n.u.errno("mkdir", name, err)
 	}
-	defer unix.Close(dfd)
+	dfd := d.fd
 	err = n.u.placeNew(dfd, name, wo, func(at int, atName string) error {
 		if err := unix.Mkdirat(at, atName, mode&07777); err != nil {
 			return err
@@ -317,11 +313,11 @@ func (n *node) Mkdir(ctx context.Context, name string, mode uint32, out *fuse.En
 		return n.u.own(ctx, dfd, at, atName, unix.S_IFDIR|mode)
 	})
 	if err != nil {
-		return nil, n.u.errno("mkdir", join(rel, name), err)
+		return nil, n.u.errno("mkdir", name, err)
 	}
-	ch, err := n.newUpperEntry(ctx, dfd, rel, name, out)
+	ch, err := n.newUpperEntry(ctx, dfd, name, out)
 	if err != nil {
-		return nil, n.u.errno("mkdir", join(rel, name), err)
+		return nil, n.u.errno("mkdir", name, err)
 	}
 	return ch, 0
 }
@@ -342,11 +338,12 @@ func (n *node) Mknod(ctx context.Context, name string, mode uint32, dev uint32, 
 		// A 0/0 device would read back as a whiteout (the kernel refuses too).
 		return nil, syscall.EPERM
 	}
-	dfd, rel, wo, err := n.prepareCreate(name)
+	d, wo, err := n.prepareCreate(name)
+	defer n.u.fds.release(d)
 	if err != nil {
-		return nil, n.u.errno("mknod", join(n.rel(), name), err)
+		return nil, n.u.errno("mknod", name, err)
 	}
-	defer unix.Close(dfd)
+	dfd := d.fd
 	err = n.u.placeNew(dfd, name, wo, func(at int, atName string) error {
 		if err := unix.Mknodat(at, atName, mode, int(dev)); err != nil {
 			return err
@@ -354,11 +351,11 @@ func (n *node) Mknod(ctx context.Context, name string, mode uint32, dev uint32, 
 		return n.u.own(ctx, dfd, at, atName, mode)
 	})
 	if err != nil {
-		return nil, n.u.errno("mknod", join(rel, name), err)
+		return nil, n.u.errno("mknod", name, err)
 	}
-	ch, err := n.newUpperEntry(ctx, dfd, rel, name, out)
+	ch, err := n.newUpperEntry(ctx, dfd, name, out)
 	if err != nil {
-		return nil, n.u.errno("mknod", join(rel, name), err)
+		return nil, n.u.errno("mknod", name, err)
 	}
 	return ch, 0
 }
@@ -366,11 +363,12 @@ func (n *node) Mknod(ctx context.Context, name string, mode uint32, dev uint32, 
 var _ = (fs.NodeSymlinker)((*node)(nil))
 
 func (n *node) Symlink(ctx context.Context, target, name string, out *fuse.EntryOut) (*fs.Inode, syscall.Errno) {
-	dfd, rel, wo, err := n.prepareCreate(name)
+	d, wo, err := n.prepareCreate(name)
+	defer n.u.fds.release(d)
 	if err != nil {
-		return nil, n.u.errno("symlink", join(n.rel(), name), err)
+		return nil, n.u.errno("symlink", name, err)
 	}
-	defer unix.Close(dfd)
+	dfd := d.fd
 	err = n.u.placeNew(dfd, name, wo, func(at int, atName string) error {
 		if err := unix.Symlinkat(target, at, atName); err != nil {
 			return err
@@ -378,11 +376,11 @@ func (n *node) Symlink(ctx context.Context, target, name string, out *fuse.Entry
 		return n.u.own(ctx, dfd, at, atName, unix.S_IFLNK)
 	})
 	if err != nil {
-		return nil, n.u.errno("symlink", join(rel, name), err)
+		return nil, n.u.errno("symlink", name, err)
 	}
-	ch, err := n.newUpperEntry(ctx, dfd, rel, name, out)
+	ch, err := n.newUpperEntry(ctx, dfd, name, out)
 	if err != nil {
-		return nil, n.u.errno("symlink", join(rel, name), err)
+		return nil, n.u.errno("symlink", name, err)
 	}
 	return ch, 0
 }
@@ -395,37 +393,46 @@ func (n *node) Link(ctx context.Context, target fs.InodeEmbedder, name string, o
 		return nil, syscall.EXDEV
 	}
 	if err := n.u.copyUp(tn, false); err != nil {
-		return nil, n.u.errno("copy up for link", tn.rel(), err)
+		return nil, n.u.errno("copy up for link", name, err)
 	}
-	dfd, rel, wo, err := n.prepareCreate(name)
+	d, wo, err := n.prepareCreate(name)
+	defer n.u.fds.release(d)
 	if err != nil {
-		return nil, n.u.errno("link", join(n.rel(), name), err)
+		return nil, n.u.errno("link", name, err)
 	}
-	defer unix.Close(dfd)
+	dfd := d.fd
 	err = n.u.placeNew(dfd, name, wo, func(at int, atName string) error {
 		if tmp, err := tn.linkTmpfile(at, atName); tmp {
 			return err
 		}
-		return unix.Linkat(n.u.layers[0].fd, tn.rel(), at, atName, 0)
+		// The kernel holds the target's inode lock: no rename moves it.
+		l, _, err := tn.lockTop()
+		if err == nil {
+			err = unix.Linkat(l.dir(), l.name, at, atName, 0)
+		}
+		tn.unlockTop(l)
+		return err
 	})
 	if err != nil {
-		return nil, n.u.errno("link", join(rel, name), err)
+		return nil, n.u.errno("link", name, err)
 	}
-	ch, err := n.newUpperEntry(ctx, dfd, rel, name, out)
+	ch, err := n.newUpperEntry(ctx, dfd, name, out)
 	if err != nil {
-		return nil, n.u.errno("link", join(rel, name), err)
+		return nil, n.u.errno("link", name, err)
 	}
 	return ch, 0
 }
 
-// lowerHas reports whether a lower layer of the merged directory dirs
+// lowerHas reports whether a lower layer of the merged directory pd
 // still shows name, so removing it from the upper needs a whiteout.
-func (u *unionFS) lowerHas(dirs []layerDir, rel, name string) (bool, error) {
-	lower := u.lowerDirs(dirs)
+func (u *unionFS) lowerHas(pd *dirAt, name string) (bool, error) {
+	lower := u.lowerDirs(pd.dirs)
 	if len(lower) == 0 {
 		return false, nil
 	}
-	_, found, err := u.resolve(lower, rel, name)
+	lpd := u.atDirs(pd.n, lower)
+	defer lpd.done()
+	_, found, err := u.resolve(lpd, name)
 	return found, err
 }
 
@@ -472,11 +479,11 @@ func (n *node) remove(name string, dir bool) syscall.Errno {
 	if !u.hasUpper {
 		return syscall.EROFS
 	}
-	_, dirs, rel := n.state()
-	crel := join(rel, name)
-	res, found, err := u.resolve(dirs, rel, name)
+	pd := u.at(n)
+	defer pd.done()
+	res, found, err := u.resolve(pd, name)
 	if err != nil {
-		return u.errno("remove", crel, err)
+		return u.errno("remove", name, err)
 	}
 	if !found {
 		return syscall.ENOENT
@@ -489,9 +496,11 @@ func (n *node) remove(name string, dir bool) syscall.Errno {
 		return syscall.EISDIR
 	}
 	if isDir {
-		entries, err := u.merge(res.dirs, crel)
+		cd, done := u.childAt(pd, name, &res)
+		entries, err := u.merge(cd)
+		done()
 		if err != nil {
-			return u.errno("rmdir", crel, err)
+			return u.errno("rmdir", name, err)
 		}
 		if len(entries) > 0 {
 			return syscall.ENOTEMPTY
@@ -501,27 +510,53 @@ func (n *node) remove(name string, dir bool) syscall.Errno {
 	// layer still shows the name below it.
 	wo := !res.upper(u)
 	if !wo {
-		if wo, err = u.lowerHas(dirs, rel, name); err != nil {
-			return u.errno("remove", crel, err)
+		if wo, err = u.lowerHas(pd, name); err != nil {
+			return u.errno("remove", name, err)
 		}
 	}
-	dfd, _, err := n.upperDirOf()
+	d, err := n.upperDirOf()
 	if err != nil {
-		return u.errno("remove", crel, err)
+		return u.errno("remove", name, err)
 	}
-	defer unix.Close(dfd)
-	if res.upper(u) {
-		err = u.removeUpper(dfd, name, isDir, wo)
-	} else {
-		err = u.format.MakeWhiteout(dfd, name)
-	}
-	if err != nil {
-		return u.errno("remove", crel, err)
-	}
+	defer u.fds.release(d)
+	var victim *node
 	if ch := n.GetChild(name); ch != nil {
-		if cn, ok := ch.Operations().(*node); ok && (!res.upper(u) || res.st.Nlink <= 1 || isDir) {
-			cn.unlinked.Store(true)
+		victim, _ = ch.Operations().(*node)
+	}
+	// The name and the links change in one step for every open and
+	// lookup that goes by link.
+	u.linkMu.Lock()
+	defer u.linkMu.Unlock()
+	if victim != nil && isDir {
+		victim.pinLocked(res.top)
+	}
+	if res.upper(u) {
+		err = u.removeUpper(d.fd, name, isDir, wo)
+	} else {
+		err = u.format.MakeWhiteout(d.fd, name)
+	}
+	if err != nil {
+		return u.errno("remove", name, err)
+	}
+	if victim != nil {
+		victim.dropLinkLocked(n, name)
+		if !res.upper(u) || res.st.Nlink <= 1 || isDir {
+			victim.unlinked.Store(true)
 		}
 	}
 	return 0
+}
+
+// pinLocked keeps the node's directory descriptor in layer for as long as
+// the node lives: once its name is gone it cannot be reopened, and the
+// kernel still asks about it through open descriptors (fstat, fchmod).
+//
+// Preconditions: u.linkMu held for writing.
+func (n *node) pinLocked(layer int) {
+	e, err := n.u.dirFdLocked(n, layer)
+	if err != nil {
+		return
+	}
+	n.u.fds.pin(e)
+	n.u.fds.release(e)
 }

@@ -91,38 +91,20 @@ func (x xtarget) remove(name string) error {
 }
 
 // topPath names the node's topmost entry for the xattr calls, which have
-// no *at form. A file in the upper, which users change while we work, is
-// opened with O_PATH by openSelf, which checks it is the node's own file
-// (a concurrent rename updates the path only after the rename on disk)
-// and reaches a file without a name through one of its descriptors; the
-// descriptor's /proc path is then followed. A symlink (no /proc path of
-// its own to follow) goes through its opened parent. Call done when
-// finished.
-func (n *node) topPath() (x xtarget, rel string, done func(), err error) {
-	top, _, rel := n.state()
-	l := n.u.layers[top]
-	if !l.upper {
-		p, done, err := l.xattrPath(rel)
-		return xtarget{path: p}, rel, done, err
+// no *at form: its name under the parent's held descriptor
+// (/proc/self/fd/N/NAME, which the l* calls do not follow), with the link
+// held so that no rename moves the name meanwhile; a file without a name
+// through one of its descriptors, whose /proc path is followed. Call done
+// when finished, also on error.
+func (n *node) topPath() (x xtarget, done func(), err error) {
+	if fd, ok := n.detachedFd(); ok {
+		return xtarget{path: fdPath(fd), follow: true}, func() { unix.Close(fd) }, nil
 	}
-	fd, _, st, err := n.openSelf(unix.O_PATH)
+	l, _, err := n.lockTop()
 	if err != nil {
-		return xtarget{}, rel, nil, err
+		return xtarget{}, func() { n.unlockTop(l) }, err
 	}
-	if st.Mode&unix.S_IFMT != unix.S_IFLNK {
-		return xtarget{path: fdPath(fd), follow: true}, rel, func() { unix.Close(fd) }, nil
-	}
-	unix.Close(fd)
-	_, _, rel = n.state()
-	if !strings.Contains(rel, "/") {
-		p, done, err := l.xattrPath(rel)
-		return xtarget{path: p}, rel, done, err
-	}
-	prel, name := split(rel)
-	if fd, err = l.openDir(prel, unix.O_PATH); err != nil {
-		return xtarget{}, rel, nil, err
-	}
-	return xtarget{path: fdPath(fd) + "/" + name}, rel, func() { unix.Close(fd) }, nil
+	return xtarget{path: l.path()}, func() { n.unlockTop(l) }, nil
 }
 
 var _ = (fs.NodeGetxattrer)((*node)(nil))
@@ -135,11 +117,11 @@ func (n *node) Getxattr(ctx context.Context, attr string, dest []byte) (uint32, 
 	if !ok {
 		return 0, syscall.ENODATA
 	}
-	p, rel, done, err := n.topPath()
-	if err != nil {
-		return 0, n.u.errno("getxattr", rel, err)
+	p, done, err := n.topPath()
+	sz := 0
+	if err == nil {
+		sz, err = p.get(real, dest)
 	}
-	sz, err := p.get(real, dest)
 	done()
 	if attr == capXattr {
 		if err == unix.ENODATA {
@@ -149,7 +131,7 @@ func (n *node) Getxattr(ctx context.Context, attr string, dest []byte) (uint32, 
 		}
 	}
 	if err != nil {
-		return uint32(max(sz, 0)), n.u.errno("getxattr", rel, err)
+		return uint32(max(sz, 0)), n.u.errno("getxattr", attr, err)
 	}
 	return uint32(sz), 0
 }
@@ -157,19 +139,19 @@ func (n *node) Getxattr(ctx context.Context, attr string, dest []byte) (uint32, 
 var _ = (fs.NodeListxattrer)((*node)(nil))
 
 func (n *node) Listxattr(ctx context.Context, dest []byte) (uint32, syscall.Errno) {
-	p, rel, done, err := n.topPath()
-	if err != nil {
-		return 0, n.u.errno("listxattr", rel, err)
-	}
+	p, done, err := n.topPath()
 	defer done()
+	if err != nil {
+		return 0, n.u.errno("listxattr", "", err)
+	}
 	sz, err := p.list(nil)
 	if err != nil {
-		return 0, n.u.errno("listxattr", rel, err)
+		return 0, n.u.errno("listxattr", "", err)
 	}
 	buf := make([]byte, sz+256)
 	sz, err = p.list(buf)
 	if err != nil {
-		return 0, n.u.errno("listxattr", rel, err)
+		return 0, n.u.errno("listxattr", "", err)
 	}
 	var out []byte
 	for _, name := range bytes.Split(buf[:sz], []byte{0}) {
@@ -198,16 +180,15 @@ func (n *node) Setxattr(ctx context.Context, attr string, data []byte, flags uin
 		return syscall.EPERM
 	}
 	if err := n.u.copyUp(n, false); err != nil {
-		return n.u.errno("copy up for setxattr", n.rel(), err)
+		return n.u.errno("copy up for setxattr", attr, err)
 	}
-	p, rel, done, err := n.topPath()
-	if err != nil {
-		return n.u.errno("setxattr", rel, err)
+	p, done, err := n.topPath()
+	if err == nil {
+		err = p.set(real, data, int(flags))
 	}
-	err = p.set(real, data, int(flags))
 	done()
 	if err != nil {
-		return n.u.errno("setxattr", rel, err)
+		return n.u.errno("setxattr", attr, err)
 	}
 	if attr == capXattr {
 		n.caps.Store(2)
@@ -228,30 +209,28 @@ func (n *node) Removexattr(ctx context.Context, attr string) syscall.Errno {
 	if !n.isUpper() {
 		// ovl_xattr_set: removing what the lower does not have is not a
 		// reason to copy up.
-		p, rel, done, err := n.topPath()
-		if err != nil {
-			return n.u.errno("getxattr", rel, err)
+		p, done, err := n.topPath()
+		if err == nil {
+			_, err = p.get(real, nil)
 		}
-		_, err = p.get(real, nil)
 		done()
 		if err != nil {
-			return n.u.errno("getxattr", rel, err)
+			return n.u.errno("getxattr", attr, err)
 		}
 	}
 	if err := n.u.copyUp(n, false); err != nil {
-		return n.u.errno("copy up for removexattr", n.rel(), err)
+		return n.u.errno("copy up for removexattr", attr, err)
 	}
-	p, rel, done, err := n.topPath()
-	if err != nil {
-		return n.u.errno("removexattr", rel, err)
+	p, done, err := n.topPath()
+	if err == nil {
+		err = p.remove(real)
 	}
-	err = p.remove(real)
 	done()
 	if attr == capXattr && (err == nil || err == unix.ENODATA) {
 		n.caps.Store(1)
 	}
 	if err != nil {
-		return n.u.errno("removexattr", rel, err)
+		return n.u.errno("removexattr", attr, err)
 	}
 	return 0
 }

@@ -66,6 +66,7 @@ type flagValues struct {
 	timeout               time.Duration
 	allowOther            bool
 	cacheEntries          int64
+	maxDirFds             int
 	noPassthrough         bool
 	lowerPassthrough      bool
 	volatile              bool
@@ -89,6 +90,7 @@ func newFlagSet(v *flagValues) *pflag.FlagSet {
 	fs.DurationVar(&v.timeout, "timeout", defaultTimeout, "kernel entry, attribute and negative-lookup cache `TIMEOUT`")
 	fs.BoolVar(&v.allowOther, "allow-other", false, "let other users access the mount (always on as root)")
 	fs.Int64Var(&v.cacheEntries, "cache-entries", defaultCacheEntries, "size of the lower-directory lookup cache in `ENTRIES`; 0 disables it")
+	fs.IntVar(&v.maxDirFds, "max-dir-fds", 0, "keep at most `N` directory descriptors open, reopening others as needed (0: "+strconv.Itoa(unionfs.DefaultMaxDirFds)+", less under a low RLIMIT_NOFILE)")
 	fs.BoolVar(&v.noPassthrough, "no-passthrough", false, "never use FUSE passthrough for upper files")
 	fs.BoolVar(&v.lowerPassthrough, "lower-passthrough", false, "also read lower files by passthrough (handles opened before a copy-up keep the lower file)")
 	fs.BoolVar(&v.volatile, "volatile", false, "skip fsync on copy-up (the upper may be lost on a crash)")
@@ -181,6 +183,9 @@ func parseArgs(args []string) (config, error) {
 	if v.cacheEntries < 0 {
 		return config{}, usagef("--cache-entries %d: negative; pass a count >= 0 (0 disables the cache)", v.cacheEntries)
 	}
+	if v.maxDirFds < 0 {
+		return config{}, usagef("--max-dir-fds %d: negative; pass a count >= 1, or 0 for the default", v.maxDirFds)
+	}
 
 	cfg.ignored = mo.ignored
 	cfg.opts = unionfs.Options{
@@ -191,6 +196,7 @@ func parseArgs(args []string) (config, error) {
 		AttrTimeout:        timeout,
 		NegativeTimeout:    timeout,
 		LookupCacheEntries: v.cacheEntries,
+		MaxDirFds:          v.maxDirFds,
 		NoFsync:            v.volatile || mo.noFsync,
 		Rootless:           mo.userxattr, // validate adds the euid and user namespace
 		Passthrough:        !v.noPassthrough,

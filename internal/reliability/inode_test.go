@@ -94,10 +94,10 @@ func TestOpenUnlinkedFileOperations(t *testing.T) {
 
 // TestOpenRacingRenameReachesTheFile: an open(2) of a name whose inode
 // the kernel has looked up reaches that inode even when another process
-// renames it meanwhile. The daemon opens by path: when the rename of a
-// file that also exists in the lower has already left a whiteout there,
-// it opens the whiteout (ENXIO), and with a new file in its place it opens
-// the wrong file. (The same race hit the xattr calls:
+// renames it meanwhile. A daemon that opened by a path rebuilt from its
+// tree of names opened the whiteout the rename left (ENXIO) or, with a
+// new file in its place, the wrong file; the node's link now moves with
+// the rename under one lock. (The same race hit the xattr calls:
 // TestXattrRacingRenameReachesTheFile.)
 func TestOpenRacingRenameReachesTheFile(t *testing.T) {
 	fstest.RequireFUSE(t)

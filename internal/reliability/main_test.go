@@ -248,16 +248,34 @@ func (l layers) mountBinary(t *testing.T, bin string, args ...string) *fstest.Un
 type procStats struct {
 	FDs     int // open descriptors
 	Pipes   int // of which pipes (go-fuse keeps a pool of splice pipes)
-	Files   int // of which paths in a filesystem (layers, open files)
+	PathFDs int // of which O_PATH: directories held for nodes, layer roots
+	Files   int // of which other paths in a filesystem (open files, the workdir)
 	RSS     int64
 	HWM     int64 // peak RSS
 	Threads int
-	Paths   []string // what the descriptors that are files point to
+	Paths   []string // what the descriptors counted in Files point to
 }
 
 func (s procStats) String() string {
-	return fmt.Sprintf("%d fds (%d pipes, %d files), RSS %.1f MiB (peak %.1f MiB), %d threads",
-		s.FDs, s.Pipes, s.Files, float64(s.RSS)/(1<<20), float64(s.HWM)/(1<<20), s.Threads)
+	return fmt.Sprintf("%d fds (%d pipes, %d O_PATH, %d files), RSS %.1f MiB (peak %.1f MiB), %d threads",
+		s.FDs, s.Pipes, s.PathFDs, s.Files, float64(s.RSS)/(1<<20), float64(s.HWM)/(1<<20), s.Threads)
+}
+
+// isOPath reports whether descriptor fd of pid was opened with O_PATH:
+// the directory descriptors the daemon holds for nodes (bounded by
+// --max-dir-fds) and the layer roots.
+func isOPath(pid int, fd string) bool {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/fdinfo/%s", pid, fd))
+	if err != nil {
+		return false
+	}
+	for _, line := range strings.Split(string(b), "\n") {
+		if v, ok := strings.CutPrefix(line, "flags:"); ok {
+			flags, err := strconv.ParseUint(strings.TrimSpace(v), 8, 64)
+			return err == nil && flags&unix.O_PATH != 0
+		}
+	}
+	return false
 }
 
 func readProcStats(pid int) (procStats, error) {
@@ -274,6 +292,8 @@ func readProcStats(pid int) (procStats, error) {
 		}
 		s.FDs++
 		switch {
+		case isOPath(pid, e.Name()):
+			s.PathFDs++
 		case strings.HasPrefix(target, "pipe:"):
 			s.Pipes++
 		case strings.HasPrefix(target, "/"):
