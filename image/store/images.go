@@ -279,10 +279,17 @@ func (s *Store) RemoveImage(ref string, force bool) (RemoveResult, error) {
 		}
 	}
 	res.Untagged = append(res.Untagged, img.Names...)
+	rec, _ := s.buildRecord(img.ID)
 	if err := s.discard(s.imageDir(img.ID)); err != nil {
 		return res, fmt.Errorf("remove image %s: %w", img.ID, err)
 	}
 	res.Deleted = append(res.Deleted, img.ID)
+	// The build steps it was made by: the build cache goes with it.
+	ancestors, err := s.removeBuildAncestors(img.ID, rec, cs)
+	res.Deleted = append(res.Deleted, ancestors...)
+	if err != nil {
+		return res, err
+	}
 	layers, err := s.collectLayers()
 	res.Deleted = append(res.Deleted, layers...)
 	return res, err
