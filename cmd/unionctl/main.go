@@ -5,7 +5,7 @@
 //
 //	unionctl [--root DIR] [--unionmount PATH] VERB [ARGS]
 //
-// Images: import, load, save, images, history, inspect, tag, rmi.
+// Images: import, load, save, build, images, history, inspect, tag, rmi.
 // Containers: create, run, start, ps, logs, diff, commit, mount, umount, rm.
 // Volumes: volume create|ls|inspect|rm. Rootless: unshare.
 // `unionctl VERB --help` shows each.
@@ -114,6 +114,7 @@ type cmdOpts struct {
 	runtime, entrypoint, typ, compression, input string
 	env, volumes, volumesFrom []string
 	entrypointSet             bool
+	build                     buildFlags // build.go
 	maxLayerSize              sizeValue
 }
 
