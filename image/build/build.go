@@ -59,6 +59,9 @@ func (e *ExitError) Error() string {
 	return fmt.Sprintf("the command '%s' returned a non-zero code: %d", e.Cmd, e.Code)
 }
 
+// defaultPath is the PATH of a stage whose base sets none.
+const defaultPath = "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+
 // Platform is what this machine builds.
 func Platform() string { return "linux/" + runtime.GOARCH }
 
@@ -272,6 +275,10 @@ func (b *builder) buildStage(st *instructions.Stage) (*store.Image, error) {
 	cfg, err := b.config(img)
 	if err != nil {
 		return nil, err
+	}
+	// A stage's environment has a PATH, as BuildKit and buildah give it.
+	if !slices.ContainsFunc(cfg.Config.Env, func(kv string) bool { return strings.HasPrefix(kv, "PATH=") }) {
+		cfg.Config.Env = append([]string{defaultPath}, cfg.Config.Env...)
 	}
 	s := &stage{name: st.Name, img: img, cfg: cfg, args: map[string]string{}}
 	fmt.Fprintf(b.out, " ---> %s\n", short(img.ID))

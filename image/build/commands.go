@@ -208,8 +208,15 @@ func (b *builder) workdir(s *stage, p string) error {
 	next.Config.WorkingDir = p
 	saved := s.cfg
 	s.cfg = next
+	user := s.cfg.Config.User
 	err := b.inContainer(s, nil, "/bin/sh -c #(nop) "+text, k, func(r *rootFS) error {
-		return r.mkdirAll(p, 0, 0, 0o755)
+		// Made for the USER that will work there, as BuildKit and
+		// buildah make it.
+		uid, gid, err := userIDs(r, user)
+		if err != nil {
+			return err
+		}
+		return r.mkdirAll(p, uid, gid, 0o755)
 	})
 	if err != nil {
 		s.cfg = saved

@@ -191,6 +191,39 @@ func checksum(ms []*match) (string, error) {
 	return "sha256:" + hex.EncodeToString(h.Sum(nil)), nil
 }
 
+// userIDs resolves a USER in the image being built (uid and primary gid).
+func userIDs(r *rootFS, spec string) (int, int, error) {
+	if spec == "" {
+		return 0, 0, nil
+	}
+	files, done := passwdFiles(r)
+	defer done()
+	uid, gid, _, _, err := runner.ResolveUser(spec, files["etc/passwd"], files["etc/group"])
+	if err != nil {
+		return 0, 0, fmt.Errorf("USER %s: %w", spec, err)
+	}
+	return uid, gid, nil
+}
+
+// passwdFiles opens the image's /etc/passwd and /etc/group, as paths.
+func passwdFiles(r *rootFS) (map[string]string, func()) {
+	files := map[string]string{}
+	var fds []int
+	for _, f := range []string{"etc/passwd", "etc/group"} {
+		fd, err := r.open(f, unix.O_RDONLY)
+		if err != nil {
+			continue
+		}
+		fds = append(fds, fd)
+		files[f] = fdPath(fd)
+	}
+	return files, func() {
+		for _, fd := range fds {
+			unix.Close(fd)
+		}
+	}
+}
+
 // chownIDs resolves --chown USER[:GROUP] in the image being built; 0:0
 // without it. A user without a group gets the group of the same number,
 // as docker's reference says.
@@ -198,15 +231,8 @@ func chownIDs(r *rootFS, spec string) (int, int, error) {
 	if spec == "" {
 		return 0, 0, nil
 	}
-	files := map[string]string{}
-	for _, f := range []string{"etc/passwd", "etc/group"} {
-		fd, err := r.open(f, unix.O_RDONLY)
-		if err != nil {
-			continue
-		}
-		defer unix.Close(fd)
-		files[f] = fdPath(fd)
-	}
+	files, done := passwdFiles(r)
+	defer done()
 	uid, gid, _, _, err := runner.ResolveUser(spec, files["etc/passwd"], files["etc/group"])
 	if err != nil {
 		return 0, 0, fmt.Errorf("--chown=%s: %w", spec, err)
