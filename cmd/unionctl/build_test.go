@@ -1,8 +1,12 @@
 package main
 
 import (
+	"archive/tar"
 	"bufio"
 	"encoding/json"
+	"io"
+	"net/http"
+	"net/http/httptest"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -321,4 +325,68 @@ func TestBuildInterrupt(t *testing.T) {
 		t.Errorf("slow:1 was tagged: %s", id)
 	}
 	noLeftovers(t, s, "interrupt")
+}
+
+// TestBuildFeatures: ONBUILD triggers run when built upon and do not pass
+// on; ADD fetches a URL (mode 0600); a Dockerfile on stdin and a tar
+// context on stdin; -f; --target of a missing stage; unused build args
+// are reported.
+func TestBuildFeatures(t *testing.T) {
+	s := session(t)
+	base := writeContext(t, map[string]string{
+		"Dockerfile": "FROM busybox:base\nONBUILD RUN echo triggered > /trigger.txt\nONBUILD COPY f.txt /from-trigger.txt\n",
+	})
+	s.Must(nil, "build", "-q", "-t", "onbase:1", base)
+	if cfg := imageConfig(t, s, "onbase:1"); len(cfg.History) != 3 {
+		t.Errorf("onbase history: %+v", cfg.History)
+	}
+	child := writeContext(t, map[string]string{"Dockerfile": "FROM onbase:1\nRUN cat /trigger.txt\n", "f.txt": "from the child's context\n"})
+	r := s.Must(nil, "build", "-t", "onchild:1", child)
+	if !strings.Contains(r.Stdout, "# Executing 2 build triggers\n") || !strings.Contains(r.Stdout, "\ntriggered\n") {
+		t.Errorf("triggers did not run:\n%s", r.Stdout)
+	}
+	if out := s.Must(nil, "run", "--rm", "onchild:1", "cat", "/from-trigger.txt").Stdout; out != "from the child's context\n" {
+		t.Errorf("trigger COPY: %q", out)
+	}
+	var raw map[string]json.RawMessage
+	insp := imageIDOf(t, s, "onchild:1")
+	b, _ := os.ReadFile(filepath.Join(s.Root, "images", strings.TrimPrefix(insp, "sha256:"), "config.json"))
+	json.Unmarshal(b, &raw)
+	if strings.Contains(string(raw["config"]), "OnBuild\":[") {
+		t.Errorf("the child kept its base's triggers: %s", raw["config"])
+	}
+
+	// ADD of a URL, served here.
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Last-Modified", "Tue, 02 Jan 2024 03:04:05 GMT")
+		io.WriteString(w, "fetched "+r.URL.Path+"\n")
+	}))
+	defer srv.Close()
+	df := "FROM busybox:base\nADD " + srv.URL + "/dir/remote.txt /downloads/\n"
+	s.Must([]byte(df), "build", "-q", "-t", "url:1", "-")
+	if out := s.Must(nil, "run", "--rm", "url:1", "sh", "-c", "cat /downloads/remote.txt; stat -c %a /downloads/remote.txt").Stdout; out != "fetched /dir/remote.txt\n600\n" {
+		t.Errorf("ADD URL: %q", out)
+	}
+
+	// A tar context on stdin, with a Dockerfile named by -f inside it.
+	ctxTar := imagetest.Tar(t, []imagetest.Entry{
+		{Name: "build/", Type: tar.TypeDir},
+		{Name: "build/My.Dockerfile", Body: []byte("FROM busybox:base\nARG USED\nCOPY data.txt /\n")},
+		{Name: "data.txt", Body: []byte("from the tar\n")},
+	})
+	r = s.Must(ctxTar, "build", "-f", "build/My.Dockerfile", "--build-arg", "USED=1", "--build-arg", "UNUSED=2", "-t", "tarctx:1", "-")
+	if !strings.Contains(r.Stdout, "[Warning] One or more build-args [UNUSED] were not consumed") {
+		t.Errorf("no warning about the unused build arg:\n%s", r.Stdout)
+	}
+	if out := s.Must(nil, "run", "--rm", "tarctx:1", "cat", "/data.txt").Stdout; out != "from the tar\n" {
+		t.Errorf("tar context: %q", out)
+	}
+	// COPY needs a context; a Dockerfile on stdin has none.
+	if r := s.Run([]byte("FROM busybox:base\nCOPY x /\n"), "build", "-"); r.Code != 1 || !strings.Contains(r.Stderr, "no build context") {
+		t.Errorf("COPY without a context: %v", r)
+	}
+	if r := s.Run(nil, "build", "--target", "nosuch", base); r.Code != 1 || !strings.Contains(r.Stderr, "--target nosuch: no stage of that name") {
+		t.Errorf("--target nosuch: %v", r)
+	}
+	noLeftovers(t, s, "features")
 }
