@@ -4,6 +4,7 @@ import (
 	"archive/tar"
 	"bufio"
 	"encoding/json"
+	"fmt"
 	"io"
 	"net/http"
 	"net/http/httptest"
@@ -389,4 +390,62 @@ func TestBuildFeatures(t *testing.T) {
 		t.Errorf("--target nosuch: %v", r)
 	}
 	noLeftovers(t, s, "features")
+}
+
+// TestBuildHostileAdd: ADD unpacks an archive into its destination as into
+// a root (as docker unpacks it chrooted there): a symlink in it resolves
+// inside the destination, and a ".." entry or an entry below a dangling
+// symlink fails the build.
+func TestBuildHostileAdd(t *testing.T) {
+	s := session(t)
+	dir := writeContext(t, map[string]string{"Dockerfile": "FROM busybox:base\nADD evil.tar /unpacked/\n"})
+	os.WriteFile(filepath.Join(dir, "evil.tar"), imagetest.Tar(t, []imagetest.Entry{
+		{Name: "etc/", Type: tar.TypeDir},
+		{Name: "esc", Type: tar.TypeSymlink, Link: "/etc"},
+		{Name: "esc/evil", Body: []byte("evil\n")},
+		{Name: "up", Type: tar.TypeSymlink, Link: "../../etc"},
+		{Name: "up/evil2", Body: []byte("evil\n")},
+	}), 0o644)
+	s.Must(nil, "build", "-q", "-t", "add:1", dir)
+	out := s.Must(nil, "run", "--rm", "add:1", "sh", "-c", "ls /etc; find /unpacked -type f | sort").Stdout
+	if lines := imagetest.Lines(out); slices.Contains(lines, "evil") || slices.Contains(lines, "evil2") || !strings.Contains(out, "/unpacked/etc/evil\n") || !strings.Contains(out, "/unpacked/etc/evil2\n") {
+		t.Errorf("ADD of a tar with symlinks out of its destination: %q", out)
+	}
+	for name, entries := range map[string][]imagetest.Entry{
+		"unsafe path": {{Name: "../escape", Body: []byte("x")}},
+		"is a symlink to a directory that does not exist": {
+			{Name: "dangling", Type: tar.TypeSymlink, Link: "/nowhere"},
+			{Name: "dangling/x", Body: []byte("x")},
+		},
+	} {
+		os.WriteFile(filepath.Join(dir, "evil.tar"), imagetest.Tar(t, entries), 0o644)
+		if r := s.Run(nil, "build", "-t", "add:1", dir); r.Code != 1 || !strings.Contains(r.Stderr, name) {
+			t.Errorf("ADD of a tar: %v\nwant %q", r, name)
+		}
+	}
+	noLeftovers(t, s, "hostile ADD")
+}
+
+// TestBuildCacheLargeContext: a COPY of a 10,000-file context that did not
+// change is found in the cache (its checksum is taken before anything is
+// mounted or copied); one changed file among them runs it again.
+func TestBuildCacheLargeContext(t *testing.T) {
+	s := plainSession(t)
+	files := map[string]string{"Dockerfile": "FROM busybox:base\nCOPY . /ctx/\nRUN ls /ctx | wc -l\n"}
+	for i := 0; i < 10_000; i++ {
+		files[fmt.Sprintf("d%02d/f%05d", i%100, i)] = fmt.Sprintf("file %d\n", i)
+	}
+	dir := writeContext(t, files)
+	first := s.Must(nil, "build", "-t", "big:1", dir).Stdout
+	if c := cachedSteps(first); !slices.Equal(c, []bool{false, false, false}) {
+		t.Fatalf("first build: cached %v", c)
+	}
+	again := s.Must(nil, "build", "-t", "big:1", dir).Stdout
+	if c := cachedSteps(again); !slices.Equal(c, []bool{false, true, true}) || lastLine(again) != lastLine(first) {
+		t.Errorf("rebuild of an unchanged 10,000-file context: cached %v\n%s", c, again)
+	}
+	os.WriteFile(filepath.Join(dir, "d42", "f04242"), []byte("changed\n"), 0o644)
+	if c := cachedSteps(s.Must(nil, "build", "-t", "big:1", dir).Stdout); !slices.Equal(c, []bool{false, false, false}) {
+		t.Errorf("rebuild after one of 10,000 files changed: cached %v", c)
+	}
 }

@@ -340,15 +340,24 @@ func untarIfArchive(r *rootFS, p, dest string) (ok bool, err error) {
 	if err := r.mkdirAll(dest, 0, 0, 0o755); err != nil {
 		return true, err
 	}
+	// The archive unpacks into dest as into a root of its own: its
+	// symlinks resolve inside dest, and nothing lands outside it.
+	dfd, err := r.open(dest, unix.O_PATH|unix.O_DIRECTORY)
+	if err != nil {
+		return true, err
+	}
+	sub := &rootFS{fd: dfd}
+	defer sub.close()
+	r = sub
 	for ; err == nil; hdr, err = tr.Next() {
-		name, cerr := layer.CleanName(hdr.Name)
+		name, cerr := layer.CleanName(strings.TrimLeft(hdr.Name, "/"))
 		if cerr != nil {
 			return true, fmt.Errorf("ADD %s: %w", path.Base(p), cerr)
 		}
 		if name == "" || name == "." {
 			continue
 		}
-		target := path.Join(dest, name)
+		target := name
 		if err := r.mkdirAll(path.Dir(target), 0, 0, 0o755); err != nil {
 			return true, err
 		}
@@ -361,7 +370,7 @@ func untarIfArchive(r *rootFS, p, dest string) (ok bool, err error) {
 		case tar.TypeSymlink:
 			err = r.symlink(target, hdr.Linkname, hdr.Uid, hdr.Gid, hdr.ModTime)
 		case tar.TypeLink:
-			err = r.link(path.Join(dest, hdr.Linkname), target)
+			err = r.link(hdr.Linkname, target)
 		default:
 			continue // devices and fifos are not unpacked
 		}

@@ -97,6 +97,9 @@ func (r *rootFS) mkdirAll(p string, uid, gid int, perm uint32) error {
 			}
 			continue
 		}
+		if r.isSymlink(cur) {
+			return fmt.Errorf("/%s is a symlink to a directory that does not exist", cur)
+		}
 		if err := r.mkdir(cur, uid, gid, perm, time.Time{}); err != nil {
 			return err
 		}
@@ -222,4 +225,15 @@ func (r *rootFS) link(oldp, newp string) error {
 		return err
 	}
 	return unix.Linkat(ofd, "", dfd, base, unix.AT_EMPTY_PATH)
+}
+
+// isSymlink reports whether p itself (not followed) is a symlink.
+func (r *rootFS) isSymlink(p string) bool {
+	dfd, base, err := r.parent(p)
+	if err != nil {
+		return false
+	}
+	defer unix.Close(dfd)
+	var st unix.Stat_t
+	return unix.Fstatat(dfd, base, &st, unix.AT_SYMLINK_NOFOLLOW) == nil && st.Mode&unix.S_IFMT == unix.S_IFLNK
 }
