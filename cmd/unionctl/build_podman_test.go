@@ -214,7 +214,7 @@ func jsonString(v any) string {
 // unionctl beside it): the corpus compares builders, and under -race its
 // 80 steps take minutes instead of seconds. The race builds run the
 // other build tests.
-func plainSession(t *testing.T) *imagetest.Session {
+func plainSession(t testing.TB) *imagetest.Session {
 	t.Helper()
 	s := session(t)
 	if p := os.Getenv("UNIONMOUNT_PLAIN_BIN"); p != "" {
