@@ -107,6 +107,44 @@ func Build(ctx context.Context, o Options) (*store.Image, error) {
 			return nil, err
 		}
 	}
+	stages, err := b.parse()
+	if err != nil {
+		return nil, err
+	}
+	for _, s := range stages {
+		b.steps += 1 + len(s.Commands)
+	}
+	var img *store.Image
+	for i := range stages {
+		if img, err = b.buildStage(&stages[i]); err != nil {
+			return nil, err
+		}
+	}
+	var unused []string
+	for k := range o.BuildArgs {
+		if !b.used[k] && !isPredefined(k) {
+			unused = append(unused, k)
+		}
+	}
+	if len(unused) > 0 {
+		slices.Sort(unused)
+		fmt.Fprintf(b.out, "[Warning] One or more build-args %v were not consumed\n", unused)
+	}
+	fmt.Fprintf(b.out, "Successfully built %s\n", short(img.ID))
+	for _, t := range o.Tags {
+		r, _ := image.ParseReference(t)
+		if err := o.Store.Tag(img, r.String()); err != nil {
+			return nil, err
+		}
+		fmt.Fprintf(b.out, "Successfully tagged %s\n", r.String())
+	}
+	return img, nil
+}
+
+// parse parses the Dockerfile, evaluates the ARGs before the first FROM
+// and returns the stages up to the target.
+func (b *builder) parse() ([]instructions.Stage, error) {
+	o := b.o
 	res, err := parser.Parse(bytes.NewReader(o.Dockerfile))
 	if err != nil {
 		return nil, b.located(err)
@@ -143,34 +181,7 @@ func Build(ctx context.Context, o Options) (*store.Image, error) {
 			}
 		}
 	}
-	for _, s := range stages[:target+1] {
-		b.steps += 1 + len(s.Commands)
-	}
-	var img *store.Image
-	for i := range stages[:target+1] {
-		if img, err = b.buildStage(&stages[i]); err != nil {
-			return nil, err
-		}
-	}
-	var unused []string
-	for k := range o.BuildArgs {
-		if !b.used[k] && !isPredefined(k) {
-			unused = append(unused, k)
-		}
-	}
-	if len(unused) > 0 {
-		slices.Sort(unused)
-		fmt.Fprintf(b.out, "[Warning] One or more build-args %v were not consumed\n", unused)
-	}
-	fmt.Fprintf(b.out, "Successfully built %s\n", short(img.ID))
-	for _, t := range o.Tags {
-		r, _ := image.ParseReference(t)
-		if err := o.Store.Tag(img, r.String()); err != nil {
-			return nil, err
-		}
-		fmt.Fprintf(b.out, "Successfully tagged %s\n", r.String())
-	}
-	return img, nil
+	return stages[:target+1], nil
 }
 
 // located turns a parse error into one line naming the file and line.
