@@ -372,15 +372,19 @@ func TestBuildFeatures(t *testing.T) {
 	// A tar context on stdin, with a Dockerfile named by -f inside it.
 	ctxTar := imagetest.Tar(t, []imagetest.Entry{
 		{Name: "build/", Type: tar.TypeDir},
-		{Name: "build/My.Dockerfile", Body: []byte("FROM busybox:base\nARG USED\nCOPY data.txt /\n")},
+		{Name: "build/My.Dockerfile", Body: []byte("FROM busybox:base\nARG USED\nCOPY data.txt /\nRUN echo \"$USED $HTTP_PROXY\" > /args\n")},
 		{Name: "data.txt", Body: []byte("from the tar\n")},
 	})
-	r = s.Must(ctxTar, "build", "-f", "build/My.Dockerfile", "--build-arg", "USED=1", "--build-arg", "UNUSED=2", "-t", "tarctx:1", "-")
+	r = s.Must(ctxTar, "build", "-f", "build/My.Dockerfile", "--build-arg", "USED=1", "--build-arg", "UNUSED=2",
+		"--build-arg", "HTTP_PROXY=http://proxy.invalid", "-t", "tarctx:1", "-")
 	if !strings.Contains(r.Stdout, "[Warning] One or more build-args [UNUSED] were not consumed") {
 		t.Errorf("no warning about the unused build arg:\n%s", r.Stdout)
 	}
-	if out := s.Must(nil, "run", "--rm", "tarctx:1", "cat", "/data.txt").Stdout; out != "from the tar\n" {
-		t.Errorf("tar context: %q", out)
+	if out := s.Must(nil, "run", "--rm", "tarctx:1", "cat", "/data.txt", "/args").Stdout; out != "from the tar\n1 http://proxy.invalid\n" {
+		t.Errorf("tar context, build args: %q", out)
+	}
+	if cfg := imageConfig(t, s, "tarctx:1"); strings.Contains(jsonString(cfg), "proxy.invalid") {
+		t.Errorf("the proxy build arg went into the image: %s", jsonString(cfg.History))
 	}
 	// COPY needs a context; a Dockerfile on stdin has none.
 	if r := s.Run([]byte("FROM busybox:base\nCOPY x /\n"), "build", "-"); r.Code != 1 || !strings.Contains(r.Stderr, "no build context") {

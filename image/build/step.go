@@ -3,6 +3,7 @@ package build
 import (
 	"errors"
 	"fmt"
+	"slices"
 	"strings"
 
 	"github.com/unionmount/unionmount/image/store"
@@ -76,7 +77,15 @@ func (b *builder) runStep(s *stage, args, argEnv []string, createdBy, cacheKey s
 	if b.o.Run == nil {
 		return errors.New("this builder cannot run containers")
 	}
-	c, remove, err := b.newContainer(s, args, argEnv)
+	// The proxy ARGs reach every RUN without a declaration, and stay
+	// out of the history and the cache key, as docker's.
+	env := slices.Clone(argEnv)
+	for k, v := range b.o.BuildArgs {
+		if isPredefined(k) && !s.declared(k) {
+			env = append(env, k+"="+v)
+		}
+	}
+	c, remove, err := b.newContainer(s, args, env)
 	if err != nil {
 		return err
 	}
@@ -94,4 +103,10 @@ func (b *builder) runStep(s *stage, args, argEnv []string, createdBy, cacheKey s
 	}
 	fmt.Fprintf(b.out, "Removing intermediate container %s\n", c.ID[:12])
 	return b.finish(s, c, createdBy, cacheKey)
+}
+
+// declared reports whether the stage declared ARG k.
+func (s *stage) declared(k string) bool {
+	_, ok := s.args[k]
+	return ok
 }
