@@ -15,7 +15,7 @@ import (
 // runCommand runs one instruction of stage s.
 func (b *builder) runCommand(s *stage, cmd instructions.Command) error {
 	if err := b.ctx.Err(); err != nil {
-		return err
+		return fmt.Errorf("interrupted: %w", err)
 	}
 	env := s.expandEnv()
 	expand := func(w string) (string, error) {
