@@ -63,7 +63,8 @@ type StepOptions struct {
 
 // PutStep stores the image a build step made: the container's upper as a
 // new layer over the parent's (if there is a container), the config, and
-// the build record. On error nothing is left of it.
+// the build record, which lands in the image's directory with it. On
+// error nothing is left of it.
 func (s *Store) PutStep(o StepOptions) (*Image, error) {
 	unlock, err := s.Lock()
 	if err != nil {
@@ -101,17 +102,14 @@ func (s *Store) PutStep(o StepOptions) (*Image, error) {
 	if err != nil {
 		return fail(err)
 	}
-	existed := s.hasImage(digest.FromBytes(config))
-	img, err := s.putImage(config, layers, nil)
+	// The build record lands with the image, never after it.
+	rec, err := json.MarshalIndent(buildRecord{Parent: o.Parent.ID, Key: o.CacheKey}, "", "  ")
 	if err != nil {
 		return fail(err)
 	}
-	if !existed {
-		rec := buildRecord{Parent: o.Parent.ID, Key: o.CacheKey}
-		if err := writeJSON(s.buildRecordPath(img.ID), rec); err != nil {
-			s.discard(s.imageDir(img.ID))
-			return fail(fmt.Errorf("store step: %w", err))
-		}
+	img, err := s.putImageWith(config, layers, nil, map[string][]byte{"build.json": append(rec, '\n')})
+	if err != nil {
+		return fail(err)
 	}
 	return img, nil
 }
