@@ -41,6 +41,12 @@ func copyTree(t *testing.T, src, dst string) {
 // archives for ADD, made here.
 func buildFixtures(t *testing.T, name, dir string) {
 	t.Helper()
+	if name == "18-hardlinks" {
+		// Git keeps no hard links: the test makes them.
+		os.Link(filepath.Join(dir, "a.txt"), filepath.Join(dir, "b.txt"))
+		os.Link(filepath.Join(dir, "a.txt"), filepath.Join(dir, "dir", "c.txt"))
+		return
+	}
 	if name != "09-add" {
 		return
 	}
@@ -284,7 +290,7 @@ func TestBuildMatchesPodman(t *testing.T) {
 		wantTree, wantCfg := unpackLayout(t, theirs, c.name)
 		gotTree, gotCfg := unpackLayout(t, ours, "ours/"+c.name+":latest")
 		dropBuildahMountPoints(wantTree, gotTree)
-		if d := fstest.Diff(wantTree, gotTree, fstest.IgnoreFields(fstest.FieldMtime|fstest.FieldAtime|fstest.FieldNlink|fstest.FieldDirNlink|fstest.FieldInoClass)); len(d) > 0 {
+		if d := fstest.Diff(wantTree, gotTree, fstest.IgnoreFields(fstest.FieldMtime|fstest.FieldAtime|fstest.FieldNlink|fstest.FieldDirNlink)); len(d) > 0 {
 			t.Errorf("%s: root filesystems differ (podman's first):\n%s", c.name, strings.Join(d, "\n"))
 		}
 		if d := configDiffs(wantCfg.Config, gotCfg.Config); len(d) > 0 {

@@ -222,13 +222,14 @@ func TestRootless(t *testing.T) {
 	ctxDir := filepath.Join(base, "ctx")
 	os.Mkdir(ctxDir, 0o755)
 	os.WriteFile(filepath.Join(ctxDir, "Dockerfile"), []byte("FROM busybox:base\nCOPY --chown=65534:65534 f.txt /f.txt\n"+
-		"RUN stat -c %u /f.txt > /owner && id -u >> /owner\n"), 0o644)
+		"COPY . /ctx/\nRUN stat -c %u /f.txt > /owner && id -u >> /owner && stat -c %h /ctx/f.txt >> /owner\n"), 0o644)
 	os.WriteFile(filepath.Join(ctxDir, "f.txt"), []byte("f\n"), 0o644)
+	os.Link(filepath.Join(ctxDir, "f.txt"), filepath.Join(ctxDir, "hard.txt"))
 	s.Must(nil, "build", "-q", "-t", "built:1", ctxDir)
-	if out := s.Must(nil, "run", "--rm", "built:1", "cat", "/owner").Stdout; out != "65534\n0\n" {
-		t.Errorf("rootless build: /owner is %q, want 65534 and 0", out)
+	if out := s.Must(nil, "run", "--rm", "built:1", "cat", "/owner").Stdout; out != "65534\n0\n2\n" {
+		t.Errorf("rootless build: /owner is %q, want 65534, 0 and 2 (a hard link copied as one)", out)
 	}
-	if c := cachedSteps(s.Must(nil, "build", "-t", "built:1", ctxDir).Stdout); !slices.Equal(c, []bool{false, true, true}) {
+	if c := cachedSteps(s.Must(nil, "build", "-t", "built:1", ctxDir).Stdout); !slices.Equal(c, []bool{false, true, true, true}) {
 		t.Errorf("rootless rebuild: cached steps %v", c)
 	}
 

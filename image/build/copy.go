@@ -14,6 +14,7 @@ import (
 	"path"
 	"strconv"
 	"strings"
+	"syscall"
 	"time"
 
 	"github.com/moby/buildkit/frontend/dockerfile/instructions"
@@ -116,7 +117,9 @@ func (b *builder) copy(s *stage, req copyRequest) error {
 		}
 		toDir := strings.HasSuffix(req.dest, "/") || req.dest == "." || strings.HasSuffix(req.dest, "/.")
 		for _, m := range matches {
-			if err := b.place(r, m, dest, toDir, req.add, uid, gid, perm); err != nil {
+			// Hard links are kept within one source, as buildah keeps them.
+			links := map[[2]uint64]string{}
+			if err := b.place(r, links, m, dest, toDir, req.add, uid, gid, perm); err != nil {
 				return err
 			}
 		}
@@ -167,13 +170,22 @@ func (b *builder) copySource(s *stage, req copyRequest) (*source, string, func()
 }
 
 // checksum hashes what the matches copy: names, types, modes, sizes,
-// link targets and contents.
+// link targets, which files are hard links of which, and contents.
 func checksum(ms []*match) (string, error) {
 	h := sha256.New()
 	for i, m := range ms {
+		inodes := map[[2]uint64]string{} // hard links: the first entry of each inode
 		fmt.Fprintf(h, "match %d %s %t\n", i, m.name, m.isDir)
 		for _, e := range m.entries {
 			fmt.Fprintf(h, "%q %o %d %q\n", e.rel, uint32(e.info.Mode()), e.info.Size(), e.link)
+			if st, ok := e.info.Sys().(*syscall.Stat_t); ok && st.Nlink > 1 && e.info.Mode().IsRegular() {
+				ino := [2]uint64{uint64(st.Dev), st.Ino}
+				if first, ok := inodes[ino]; ok {
+					fmt.Fprintf(h, "link to %s\n", first)
+					continue
+				}
+				inodes[ino] = fmt.Sprintf("%d %q", i, e.rel)
+			}
 			if !e.info.Mode().IsRegular() {
 				continue
 			}
@@ -246,7 +258,7 @@ func chownIDs(r *rootFS, spec string) (int, int, error) {
 // place copies one match to dest: a directory's contents into dest, a
 // file to dest or, when dest is a directory, into it; ADD unpacks a
 // local tar archive into dest.
-func (b *builder) place(r *rootFS, m *match, dest string, toDir, add bool, uid, gid int, perm *uint32) error {
+func (b *builder) place(r *rootFS, links map[[2]uint64]string, m *match, dest string, toDir, add bool, uid, gid int, perm *uint32) error {
 	mode := func(info fs.FileInfo) uint32 {
 		if perm != nil {
 			return *perm
@@ -258,7 +270,7 @@ func (b *builder) place(r *rootFS, m *match, dest string, toDir, add bool, uid, 
 			return err
 		}
 		for _, e := range m.entries {
-			if err := copyEntry(r, path.Join(dest, e.rel), e, uid, gid, mode(e.info)); err != nil {
+			if err := copyEntry(r, links, path.Join(dest, e.rel), e, uid, gid, mode(e.info)); err != nil {
 				return err
 			}
 		}
@@ -287,7 +299,7 @@ func (b *builder) place(r *rootFS, m *match, dest string, toDir, add bool, uid, 
 	} else if err := r.mkdirAll(path.Dir(dest), uid, gid, 0o755); err != nil {
 		return err
 	}
-	return copyEntry(r, target, e, uid, gid, mode(e.info))
+	return copyEntry(r, links, target, e, uid, gid, mode(e.info))
 }
 
 func unixPerm(m fs.FileMode) uint32 {
@@ -304,12 +316,23 @@ func unixPerm(m fs.FileMode) uint32 {
 	return p
 }
 
-func copyEntry(r *rootFS, target string, e entry, uid, gid int, perm uint32) error {
+// copyEntry copies one entry to target. Files hard-linked to each other
+// in the source are hard-linked in the image too (links maps a source
+// inode to the first target written for it), as docker and buildah copy
+// them.
+func copyEntry(r *rootFS, links map[[2]uint64]string, target string, e entry, uid, gid int, perm uint32) error {
 	switch {
 	case e.info.IsDir():
 		return r.mkdir(target, uid, gid, perm, e.info.ModTime())
 	case e.link != "" || e.info.Mode()&fs.ModeSymlink != 0:
 		return r.symlink(target, e.link, uid, gid, e.info.ModTime())
+	}
+	if st, ok := e.info.Sys().(*syscall.Stat_t); ok && st.Nlink > 1 {
+		ino := [2]uint64{uint64(st.Dev), st.Ino}
+		if first, ok := links[ino]; ok {
+			return r.link(first, target)
+		}
+		links[ino] = target
 	}
 	f, err := os.Open(e.abs)
 	if err != nil {

@@ -224,7 +224,9 @@ func (r *rootFS) link(oldp, newp string) error {
 	if err := removeEntry(dfd, base); err != nil {
 		return err
 	}
-	return unix.Linkat(ofd, "", dfd, base, unix.AT_EMPTY_PATH)
+	// Through the descriptor's /proc path: linkat(AT_EMPTY_PATH) needs
+	// CAP_DAC_READ_SEARCH, which a rootless build lacks.
+	return unix.Linkat(unix.AT_FDCWD, fdPath(ofd), dfd, base, unix.AT_SYMLINK_FOLLOW)
 }
 
 // isSymlink reports whether p itself (not followed) is a symlink.
