@@ -18,6 +18,7 @@ import (
 //
 //	go test ./cmd/unionctl -run '^$' -bench BuildRebuild -benchtime 1x
 func BenchmarkBuildRebuild(b *testing.B) {
+	requireBuild(b)
 	s := plainSession(b)
 	dir := b.TempDir()
 	os.WriteFile(filepath.Join(dir, "Dockerfile"), []byte("FROM busybox:base\nCOPY . /ctx/\nRUN sleep 5\nCMD [\"true\"]\n"), 0o644)

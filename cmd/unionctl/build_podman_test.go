@@ -242,7 +242,7 @@ func fileExists(p string) bool {
 // content, xattrs) and configs from every Dockerfile of the corpus, and
 // podman runs the images unionctl built as it runs its own.
 func TestBuildMatchesPodman(t *testing.T) {
-	requireTools(t, "skopeo", "umoci")
+	requireBuild(t, "podman", "runc", "skopeo", "umoci")
 	s := plainSession(t)
 	pm := newPodman(t)
 	base := filepath.Join(t.TempDir(), "base.tar")
