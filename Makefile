@@ -75,13 +75,16 @@ demo: deps build
 
 ## bench: kernel vs FUSE benchmarks as root (< 15 min): bench/results/report.md, one SVG
 ## per workload group, results.csv, and the micro-benchmarks (unionfs, copyup, and the
-## image store's commit) in bench/results/gobench.txt; unionctl pull against podman pull
-## of a 10-layer 100 MB image from a loopback registry in bench/results/pull.txt
+## image store's commit, a cached rebuild against a first build) in bench/results/gobench.txt;
+## unionctl pull against podman pull of a 10-layer 100 MB image from a loopback registry
+## in bench/results/pull.txt
 bench: deps build
 	$(BIN)/unionbench --out bench/results --format csv
 	$(GO) test -run '^$$' -bench . -benchmem -benchtime 200ms ./unionfs/ ./copyup/ | tee bench/results/gobench.txt
 	$(GO) test -run '^$$' -bench '^Benchmark(Commit|Diff)' -benchmem -benchtime 200ms ./image/store/ | tee -a bench/results/gobench.txt
 	PULL_BENCH_OUT=$(CURDIR)/bench/results/pull.txt UNIONCTL_BIN=$(BIN)/unionctl $(GO) test -run '^$$' -bench '^BenchmarkPullVsPodman$$' -benchtime 1x ./cmd/unionctl/ | tee -a bench/results/gobench.txt
+	UNIONMOUNT_PLAIN_BIN=$(BIN)/unionmount UNIONCTL_BIN=$(BIN)/unionctl \
+		$(GO) test -run '^$$' -bench '^BenchmarkBuildRebuild$$' -benchtime 1x ./cmd/unionctl/ | tee -a bench/results/gobench.txt
 
 ## bench-quick: the same tool on tiny data, one repetition (< 2 min): a smoke test
 .PHONY: bench-quick

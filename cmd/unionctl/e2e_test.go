@@ -18,7 +18,7 @@ import (
 )
 
 // session is a store with the busybox image imported as "busybox:base".
-func session(t *testing.T) *imagetest.Session {
+func session(t testing.TB) *imagetest.Session {
 	t.Helper()
 	fstest.RequireFUSE(t)
 	imagetest.RequireBusybox(t)

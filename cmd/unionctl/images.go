@@ -53,8 +53,9 @@ func init() {
 		},
 		&command{
 			name: "images", usage: "", needsStore: true,
-			summary: "List images.",
+			summary: "List images (not the intermediate images of builds, unless -a).",
 			flags: func(fs *pflag.FlagSet, o *cmdOpts) {
+				fs.BoolVarP(&o.all, "all", "a", false, "also the intermediate images of builds")
 				fs.BoolVarP(&o.quiet, "quiet", "q", false, "only IDs")
 				fs.BoolVar(&o.noTrunc, "no-trunc", false, "full IDs")
 				fs.StringVar(&o.format, "format", "", "json: one object per line")
@@ -261,9 +262,18 @@ func cmdImages(a *app, o *cmdOpts, args []string) error {
 	if err != nil {
 		return err
 	}
+	// Intermediate images: unnamed steps of a build that a later step
+	// was built on (docker images hides them too).
+	parents := map[digest.Digest]bool{}
+	for _, img := range imgs {
+		parents[a.st.BuildParent(img)] = true
+	}
 	var rows [][]string
 	var js []imageJSON
 	for _, img := range imgs {
+		if !o.all && len(img.Names) == 0 && parents[img.ID] {
+			continue
+		}
 		cfg, _, err := a.st.Config(img)
 		if err != nil {
 			return err

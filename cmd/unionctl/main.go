@@ -5,7 +5,7 @@
 //
 //	unionctl [--root DIR] [--unionmount PATH] VERB [ARGS]
 //
-// Images: import, load, save, images, history, inspect, tag, rmi.
+// Images: import, load, save, build, images, history, inspect, tag, rmi.
 // Registries: pull, push, login, logout.
 // Containers: create, run, start, ps, logs, diff, commit, mount, umount, rm.
 // Volumes: volume create|ls|inspect|rm. Rootless: unshare.
@@ -120,6 +120,7 @@ type cmdOpts struct {
 	runtime, entrypoint, typ, compression, input string
 	env, volumes, volumesFrom []string
 	entrypointSet             bool
+	build                     buildFlags // build.go
 	maxLayerSize              sizeValue
 	// registries
 	platform, authfile, certDir, username string

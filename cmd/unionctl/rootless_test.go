@@ -8,6 +8,7 @@ import (
 	"os/exec"
 	"os/user"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"syscall"
@@ -216,6 +217,22 @@ func TestRootless(t *testing.T) {
 	if r := s.Run(nil, "run", "--rm", "--runtime", "runc", "busybox:base", "true"); r.Code != 125 || !strings.Contains(r.Stderr, "needs real root") {
 		t.Errorf("rootless --runtime runc: %v", r)
 	}
+	// A rootless build: COPY --chown, RUN and the cache, with owners
+	// mapped through the user's range.
+	ctxDir := filepath.Join(base, "ctx")
+	os.Mkdir(ctxDir, 0o755)
+	os.WriteFile(filepath.Join(ctxDir, "Dockerfile"), []byte("FROM busybox:base\nCOPY --chown=65534:65534 f.txt /f.txt\n"+
+		"COPY . /ctx/\nRUN stat -c %u /f.txt > /owner && id -u >> /owner && stat -c %h /ctx/f.txt >> /owner\n"), 0o644)
+	os.WriteFile(filepath.Join(ctxDir, "f.txt"), []byte("f\n"), 0o644)
+	os.Link(filepath.Join(ctxDir, "f.txt"), filepath.Join(ctxDir, "hard.txt"))
+	s.Must(nil, "build", "-q", "-t", "built:1", ctxDir)
+	if out := s.Must(nil, "run", "--rm", "built:1", "cat", "/owner").Stdout; out != "65534\n0\n2\n" {
+		t.Errorf("rootless build: /owner is %q, want 65534, 0 and 2 (a hard link copied as one)", out)
+	}
+	if c := cachedSteps(s.Must(nil, "build", "-t", "built:1", ctxDir).Stdout); !slices.Equal(c, []bool{false, true, true, true}) {
+		t.Errorf("rootless rebuild: cached steps %v", c)
+	}
+
 	// The store holds files of the user's subordinate ids: unshare runs
 	// a command where they are the user's to remove.
 	if out := s.Must(nil, "unshare", "sh", "-c", "id -u; cat /proc/self/uid_map | wc -l").Stdout; out != "0\n2\n" {

@@ -144,6 +144,12 @@ func isHex(s string) bool {
 // image's record has its names from the start: a crash after its rename
 // must not leave it nameless. Call with the lock held.
 func (s *Store) putImage(config []byte, layers []digest.Digest, names []string) (*Image, error) {
+	return s.putImageWith(config, layers, names, nil)
+}
+
+// putImageWith is putImage that also writes extra files (name -> bytes)
+// into a new image's directory before it lands.
+func (s *Store) putImageWith(config []byte, layers []digest.Digest, names []string, extra map[string][]byte) (*Image, error) {
 	id := digest.FromBytes(config)
 	img, err := s.ImageByID(id)
 	if err != nil && !errors.Is(err, image.ErrNotFound) {
@@ -166,6 +172,11 @@ func (s *Store) putImage(config []byte, layers []digest.Digest, names []string) 
 		}
 		if err := writeJSON(filepath.Join(stage, "image.json"), img); err != nil {
 			return nil, fmt.Errorf("stage image: %w", err)
+		}
+		for name, b := range extra {
+			if err := writeFileAtomic(filepath.Join(stage, name), b); err != nil {
+				return nil, fmt.Errorf("stage image: %w", err)
+			}
 		}
 		if err := os.Rename(stage, s.imageDir(id)); err != nil {
 			return nil, fmt.Errorf("store image %s: %w", id, err)
@@ -284,10 +295,17 @@ func (s *Store) RemoveImage(ref string, force bool) (RemoveResult, error) {
 		}
 	}
 	res.Untagged = append(res.Untagged, img.Names...)
+	rec, _ := s.buildRecord(img.ID)
 	if err := s.discard(s.imageDir(img.ID)); err != nil {
 		return res, fmt.Errorf("remove image %s: %w", img.ID, err)
 	}
 	res.Deleted = append(res.Deleted, img.ID)
+	// The build steps it was made by: the build cache goes with it.
+	ancestors, err := s.removeBuildAncestors(img.ID, rec, cs)
+	res.Deleted = append(res.Deleted, ancestors...)
+	if err != nil {
+		return res, err
+	}
 	layers, err := s.collectLayers()
 	res.Deleted = append(res.Deleted, layers...)
 	return res, err
