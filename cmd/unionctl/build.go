@@ -14,8 +14,10 @@ import (
 
 	"github.com/spf13/pflag"
 
+	"github.com/unionmount/unionmount/image"
 	"github.com/unionmount/unionmount/image/build"
 	"github.com/unionmount/unionmount/image/layer"
+	"github.com/unionmount/unionmount/image/registry"
 	"github.com/unionmount/unionmount/image/runner"
 	"github.com/unionmount/unionmount/image/store"
 	"github.com/unionmount/unionmount/whiteout"
@@ -40,6 +42,7 @@ func init() {
 			fs.BoolVar(&o.build.noCache, "no-cache", false, "do not use the build cache")
 			fs.StringVar(&o.build.platform, "platform", "", "platform to build for (only "+build.Platform()+")")
 			fs.BoolVarP(&o.quiet, "quiet", "q", false, "print only the image ID")
+			registryFlags(fs, o) // for FROM of an image the store lacks
 		},
 		run: cmdBuild,
 	})
@@ -52,6 +55,20 @@ func cmdBuild(a *app, o *cmdOpts, args []string) error {
 	bo := build.Options{
 		Store: a.st, Tags: o.build.tags, Target: o.build.target, NoCache: o.build.noCache,
 		Platform: o.build.platform, BuildArgs: map[string]string{}, Run: a.buildRun,
+	}
+	// FROM of an image the store lacks pulls it, as docker build does.
+	bo.Pull = func(ctx context.Context, name string) (*store.Image, error) {
+		ref, err := image.ParseRemote(name)
+		if err != nil {
+			return nil, err
+		}
+		ro := o.registryOptions()
+		ro.Platform = o.build.platform
+		_, res, err := registry.Pull(ctx, a.st, ref, ro, nil)
+		if err != nil {
+			return nil, fmt.Errorf("%w%s", err, pullHint(err))
+		}
+		return res.Image, nil
 	}
 	for _, kv := range o.build.buildArgs {
 		k, v, ok := strings.Cut(kv, "=")

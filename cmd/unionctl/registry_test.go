@@ -352,3 +352,31 @@ func TestRegistryRootless(t *testing.T) {
 		t.Errorf("rootless push: %q, want digest %s", out, want)
 	}
 }
+
+// TestBuildFromRegistryImage: a FROM naming an image the store lacks pulls
+// it, with the build's registry flags, as docker build does; a second
+// build finds it in the store and fetches no blob.
+func TestBuildFromRegistryImage(t *testing.T) {
+	fstest.RequireFUSE(t)
+	registrytest.Require(t, "skopeo", "umoci")
+	reg := registrytest.Start(t, registrytest.Options{})
+	reg.Seed(t, "oci:"+registrytest.BusyboxLayout(t, 1)+":base", "bb:1")
+	c := reg.Counting(t)
+	s := imagetest.NewSession(t)
+	dir := t.TempDir()
+	df := "FROM " + c.Host + "/bb:1\nRUN cat /layer/1 > /copied\n"
+	if err := os.WriteFile(filepath.Join(dir, "Dockerfile"), []byte(df), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	s.Must(nil, "build", "--tls-verify=false", "-t", "frombase:1", dir)
+	if n := c.Take(); n["GET blobs"] == 0 {
+		t.Errorf("the build fetched no blob of its FROM image: requests %v", n)
+	}
+	if got := s.Must(nil, "run", "--rm", "frombase:1", "cat", "/copied").Stdout; got != "layer 1\n" {
+		t.Errorf("run of the built image: %q", got)
+	}
+	s.Must(nil, "build", "--tls-verify=false", "-t", "frombase:2", dir)
+	if n := c.Take(); n["GET blobs"] != 0 {
+		t.Errorf("second build fetched %d blobs; its FROM image is in the store", n["GET blobs"])
+	}
+}
