@@ -43,13 +43,13 @@ build-race:
 	@mkdir -p $(BIN)/race
 	$(GO) build -race -tags lockcheck -trimpath -ldflags "-X main.version=$(VERSION)" -o $(BIN)/race/ ./cmd/unionmount ./cmd/unionctl
 
-## test: everything CI runs; integration tests mount the race-enabled daemon
+## test: everything CI runs; integration tests mount the race-enabled daemon, and
+## everything runs with the lock-order checker (-tags lockcheck)
 test: export UNIONMOUNT_BIN := $(BIN)/race/unionmount
 test: export UNIONCTL_BIN := $(BIN)/race/unionctl
 test: export UNIONMOUNT_PLAIN_BIN := $(BIN)/unionmount
 test: deps build build-race vet fmt-check
-	$(GO) test -race -count=1 -timeout 25m ./...
-	$(GO) test -race -count=1 -tags lockcheck ./internal/lockrank ./unionfs
+	$(GO) test -race -count=1 -tags lockcheck -timeout 25m ./...
 	GO=$(GO) FUZZTIME=10s bash scripts/fuzz.sh
 
 ## fuzz: every native fuzz target for FUZZTIME each (default 1m)

@@ -310,7 +310,7 @@ func TestBuildBadInput(t *testing.T) {
 		{"unknown", "FROM busybox:base\nRUN true\nFROBNICATE x\n", 1, "Dockerfile:3: unknown instruction: FROBNICATE"},
 		{"parent", "FROM busybox:base\nCOPY ../secret /x\n", 1, "forbidden path outside the build context: ../secret"},
 		{"symlink", "FROM busybox:base\nCOPY link /x\n", 1, "forbidden path outside the build context: link: a symlink that leaves it"},
-		{"base", "FROM nosuch:image\nRUN true\n", 1, "image nosuch:image not found: pull it first"},
+		{"base", "FROM 127.0.0.1:1/nosuch:image\nRUN true\n", 1, "pull 127.0.0.1:1/nosuch:image: cannot reach the registry"},
 		{"run", "FROM busybox:base\nRUN echo made > /made\nRUN exit 3\n", 3, "The command '/bin/sh -c exit 3' returned a non-zero code: 3"},
 		{"missing", "FROM busybox:base\nCOPY nosuch /x\n", 1, "nosuch: no such file in the build context"},
 	}
