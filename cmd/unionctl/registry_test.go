@@ -319,27 +319,7 @@ func TestRegistryRootless(t *testing.T) {
 	reg := registrytest.Start(t, registrytest.Options{})
 	reg.Seed(t, "oci:"+registrytest.BusyboxLayout(t, 1)+":base", "bb:1")
 
-	base, err := os.MkdirTemp("", "unionctl-rootless-pull-")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		unmountUnder(base)
-		os.RemoveAll(base)
-	})
-	os.Chmod(base, 0o755)
-	bin := filepath.Join(base, "bin")
-	os.Mkdir(bin, 0o755)
-	imagetest.CopyFile(t, imagetest.Unionctl(t), filepath.Join(bin, "unionctl"))
-	imagetest.CopyFile(t, fstest.Binary(t), filepath.Join(bin, "unionmount"))
-	os.Chmod(filepath.Join(bin, "unionctl"), 0o755)
-	os.Chmod(filepath.Join(bin, "unionmount"), 0o755)
-	home := filepath.Join(base, "home")
-	os.Mkdir(home, 0o700)
-	os.Chown(home, u.uid, u.gid)
-	s := &imagetest.Session{T: t, Bin: filepath.Join(bin, "unionctl"), Root: filepath.Join(home, "store"),
-		Unionmount: filepath.Join(bin, "unionmount"), Wrap: asUser(u, home),
-		Env: []string{"XDG_RUNTIME_DIR=" + home}}
+	s, _ := rootlessSession(t, u, "unionctl-rootless-pull-")
 	t.Cleanup(func() { s.Run(nil, "unshare", "rm", "-rf", s.Root) })
 
 	ref := reg.Host + "/bb:1"

@@ -128,33 +128,14 @@ func TestRootless(t *testing.T) {
 	imagetest.RequireBusybox(t)
 	u := createTestUser(t)
 
-	// Everything the user touches: binaries, the store, the tarball.
-	base, err := os.MkdirTemp("", "unionctl-rootless-")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		unmountUnder(base)
-		os.RemoveAll(base)
-	})
-	os.Chmod(base, 0o755)
-	bin := filepath.Join(base, "bin")
-	os.Mkdir(bin, 0o755)
-	imagetest.CopyFile(t, imagetest.Unionctl(t), filepath.Join(bin, "unionctl"))
-	imagetest.CopyFile(t, fstest.Binary(t), filepath.Join(bin, "unionmount"))
-	os.Chmod(filepath.Join(bin, "unionctl"), 0o755)
-	os.Chmod(filepath.Join(bin, "unionmount"), 0o755)
-	home := filepath.Join(base, "home")
-	os.Mkdir(home, 0o700)
-	os.Chown(home, u.uid, u.gid)
+	s, base := rootlessSession(t, u, "unionctl-rootless-")
+	home := filepath.Dir(s.Root)
 	tarball := imagetest.WriteFile(t, base, "rootfs.tar", imagetest.BusyboxTar(t,
 		imagetest.Entry{Name: "srv/", Type: '5'},
 		imagetest.Entry{Name: "srv/nobody", Body: []byte("n\n"), UID: 65534, GID: 65534},
 	))
 	os.Chmod(tarball, 0o644)
 
-	s := &imagetest.Session{T: t, Bin: filepath.Join(bin, "unionctl"), Root: filepath.Join(home, "store"),
-		Unionmount: filepath.Join(bin, "unionmount"), Wrap: asUser(u, home)}
 	t.Cleanup(func() {
 		for _, id := range strings.Fields(s.Run(nil, "ps", "-a", "-q", "--no-trunc").Stdout) {
 			s.Run(nil, "rm", "-f", id)
@@ -282,4 +263,33 @@ func TestRootless(t *testing.T) {
 	if r := defaultStore("-u", "HOME"); r.Code != 2 || !strings.Contains(r.Stderr, "give --root DIR") {
 		t.Errorf("without HOME or XDG_DATA_HOME: %v\nwant exit 2 and a message asking for --root", r)
 	}
+}
+
+// rootlessSession is a unionctl session run as the test user u: the
+// binaries, the user's home and its store under a new directory every user
+// can reach (prefix names it), its mounts undone and it removed at the end.
+// XDG_RUNTIME_DIR is the home, so auth files stay inside it.
+func rootlessSession(t *testing.T, u testUser, prefix string) (*imagetest.Session, string) {
+	t.Helper()
+	base, err := os.MkdirTemp("", prefix)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		unmountUnder(base)
+		os.RemoveAll(base)
+	})
+	os.Chmod(base, 0o755)
+	bin := filepath.Join(base, "bin")
+	os.Mkdir(bin, 0o755)
+	imagetest.CopyFile(t, imagetest.Unionctl(t), filepath.Join(bin, "unionctl"))
+	imagetest.CopyFile(t, fstest.Binary(t), filepath.Join(bin, "unionmount"))
+	os.Chmod(filepath.Join(bin, "unionctl"), 0o755)
+	os.Chmod(filepath.Join(bin, "unionmount"), 0o755)
+	home := filepath.Join(base, "home")
+	os.Mkdir(home, 0o700)
+	os.Chown(home, u.uid, u.gid)
+	return &imagetest.Session{T: t, Bin: filepath.Join(bin, "unionctl"), Root: filepath.Join(home, "store"),
+		Unionmount: filepath.Join(bin, "unionmount"), Wrap: asUser(u, home),
+		Env: []string{"XDG_RUNTIME_DIR=" + home}}, base
 }

@@ -208,13 +208,20 @@ func userIDs(r *rootFS, spec string) (int, int, error) {
 	if spec == "" {
 		return 0, 0, nil
 	}
-	files, done := passwdFiles(r)
-	defer done()
-	uid, gid, _, _, err := runner.ResolveUser(spec, files["etc/passwd"], files["etc/group"])
+	uid, gid, err := resolveUser(r, spec)
 	if err != nil {
 		return 0, 0, fmt.Errorf("USER %s: %w", spec, err)
 	}
 	return uid, gid, nil
+}
+
+// resolveUser looks USER[:GROUP] up in the image's /etc/passwd and
+// /etc/group: its uid and gid.
+func resolveUser(r *rootFS, spec string) (int, int, error) {
+	files, done := passwdFiles(r)
+	defer done()
+	uid, gid, _, _, err := runner.ResolveUser(spec, files["etc/passwd"], files["etc/group"])
+	return uid, gid, err
 }
 
 // passwdFiles opens the image's /etc/passwd and /etc/group, as paths.
@@ -243,9 +250,7 @@ func chownIDs(r *rootFS, spec string) (int, int, error) {
 	if spec == "" {
 		return 0, 0, nil
 	}
-	files, done := passwdFiles(r)
-	defer done()
-	uid, gid, _, _, err := runner.ResolveUser(spec, files["etc/passwd"], files["etc/group"])
+	uid, gid, err := resolveUser(r, spec)
 	if err != nil {
 		return 0, 0, fmt.Errorf("--chown=%s: %w", spec, err)
 	}
