@@ -112,8 +112,23 @@ func (n *node) unlockTop(l loc) {
 	n.u.linkMu.RUnlock()
 }
 
-// relink records a new name for n (a lookup reached it by another name of
-// a hard link).
+// hasLinkLocked reports whether (parent, name) is one of n's names.
+//
+// Preconditions: u.linkMu held (for reading at least).
+func (n *node) hasLinkLocked(parent *node, name string) bool {
+	if n.parent == parent && n.name == name {
+		return true
+	}
+	for _, l := range n.more {
+		if l.parent == parent && l.name == name {
+			return true
+		}
+	}
+	return false
+}
+
+// addLinkLocked records a new name for n (a lookup reached it by another
+// name of a hard link, or by its name again after it had lost it).
 //
 // Preconditions: u.linkMu held for writing.
 func (n *node) addLinkLocked(parent *node, name string) {
@@ -213,6 +228,9 @@ type dirAt struct {
 	keyed bool
 	held  []*fdEntry
 	buf   [4]*fdEntry
+	// gen is u.linkGen when d was taken: a lookup through d that finds
+	// it unchanged knows no name moved or went since.
+	gen uint64
 }
 
 // at returns the merged directory n for the union rules. Call done.
@@ -223,7 +241,7 @@ func (u *unionFS) at(n *node) *dirAt {
 
 // atDirs is at with the layers given.
 func (u *unionFS) atDirs(n *node, dirs []layerDir) *dirAt {
-	d := &dirAt{u: u, n: n, dirs: dirs}
+	d := &dirAt{u: u, n: n, dirs: dirs, gen: u.linkGen.Load()}
 	d.held = d.buf[:0]
 	return d
 }

@@ -6,6 +6,7 @@ import (
 	"log"
 	"os"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/hanwen/go-fuse/v2/fs"
@@ -46,6 +47,9 @@ type unionFS struct {
 	// reading, so none sees a name half moved (the gVisor overlay's
 	// renameMu).
 	linkMu lockrank.RWMutex[rankLink]
+	// linkGen counts the renames and removes: each adds one while it
+	// holds linkMu for writing (see node.relink).
+	linkGen atomic.Uint64
 	// fds holds the directory descriptors of nodes (ref.go).
 	fds *dirFds
 	// rootFds are the layer roots as entries of fds, never closed there.

@@ -224,32 +224,77 @@ func (u *unionFS) childInode(ctx context.Context, pd *dirAt, name string, res *r
 			if res.upper(u) {
 				en.upperIno.Store(res.st.Ino)
 			}
-			en.relink(parent, name)
-			en.unlinked.Store(false)
+			if en.relink(pd, name, res) {
+				en.unlinked.Store(false)
+			}
 			return ex
 		}
 	}
 	ch := parent.NewInode(ctx, child, sa)
 	if cn, ok := ch.Operations().(*node); ok && cn != child {
 		// Another name of an upper hard link the kernel holds.
-		cn.relink(parent, name)
-		cn.unlinked.Store(false)
+		if cn.relink(pd, name, res) {
+			cn.unlinked.Store(false)
+		}
 	}
 	return ch
 }
 
-// relink makes sure (parent, name) is one of n's names.
-func (n *node) relink(parent *node, name string) {
-	u := n.u
+// relink makes (pd.n, name) one of n's names, as the lookup through pd
+// resolved it (res), and reports whether it is one now.
+//
+// The lookup resolved the name without u.linkMu: a rename or remove may
+// have taken the name from n since (the kernel revalidates a cached name
+// with a LOOKUP it sends without the directory's lock). Putting the name
+// back then would send n's next open to whatever holds the name now: the
+// whiteout an unlink left (ENXIO), or another file. So the name is added
+// as found only when no rename or remove ran since pd was taken, and
+// otherwise only after checking, under the lock, that the upper layer still
+// shows the entry the lookup found.
+func (n *node) relink(pd *dirAt, name string, res *resolution) bool {
+	u, parent := n.u, pd.n
 	u.linkMu.RLock()
-	ok := n.parent == parent && n.name == name
+	ok := n.hasLinkLocked(parent, name)
 	u.linkMu.RUnlock()
 	if ok {
-		return
+		return true
 	}
 	u.linkMu.Lock()
+	defer u.linkMu.Unlock()
+	if n.hasLinkLocked(parent, name) {
+		return true
+	}
+	if u.linkGen.Load() != pd.gen && !u.stillNamesLocked(n, parent, name, res) {
+		return false
+	}
 	n.addLinkLocked(parent, name)
-	u.linkMu.Unlock()
+	return true
+}
+
+// stillNamesLocked reports whether name in parent still stands for the
+// entry a lookup resolved as res for n: the same upper inode, or, for a
+// lower entry, nothing in the upper above it but n's own copy. (Lower
+// layers do not change under the mount.)
+//
+// Preconditions: u.linkMu held for writing.
+func (u *unionFS) stillNamesLocked(n, parent *node, name string, res *resolution) bool {
+	if !u.hasUpper {
+		return true
+	}
+	var st unix.Stat_t
+	var err error = unix.ENOENT
+	if e, derr := u.dirFdLocked(parent, 0); derr == nil {
+		err = unix.Fstatat(e.fd, name, &st, unix.AT_SYMLINK_NOFOLLOW)
+		u.fds.release(e)
+	}
+	if res.upper(u) {
+		return err == nil && st.Ino == res.st.Ino
+	}
+	if err != nil {
+		return isNotExist(err)
+	}
+	up := n.upperIno.Load()
+	return up != 0 && st.Ino == up
 }
 
 var _ = (fs.NodeOnForgetter)((*node)(nil))

@@ -140,6 +140,7 @@ func (n *node) Rename(ctx context.Context, name string, newParent fs.InodeEmbedd
 	// change in one step for every open and lookup that goes by link.
 	u.linkMu.Lock()
 	defer u.linkMu.Unlock()
+	u.linkGen.Add(1)
 	if dn != nil && !exchange && dIsDir {
 		dn.pinLocked(dres.top)
 	}

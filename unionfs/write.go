@@ -527,6 +527,7 @@ func (n *node) remove(name string, dir bool) syscall.Errno {
 	// lookup that goes by link.
 	u.linkMu.Lock()
 	defer u.linkMu.Unlock()
+	u.linkGen.Add(1)
 	if victim != nil && isDir {
 		victim.pinLocked(res.top)
 	}

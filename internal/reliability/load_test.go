@@ -66,15 +66,7 @@ var expectedErrno = map[string]bool{
 
 // knownBugErrno are symptoms of known bugs: counted and logged, not
 // failed. Remove an entry with its fix, and run TestLoad a few times.
-var knownBugErrno = map[string]string{
-	// An open racing a rename or unlink of its name reaches the whiteout
-	// the change left: seen once in about 22 runs under -race after nodes
-	// moved to (parent, name) links. Suspected cause: the kernel
-	// revalidates a cached name with a LOOKUP sent without the directory
-	// lock; a LOOKUP that resolved the name just before the rename puts
-	// the old name back on the node (childInode's relink). Not fixed yet.
-	"ENXIO": "open racing a rename reaches the whiteout it left (stale relink by a lookup)",
-}
+var knownBugErrno = map[string]string{}
 
 func loadWorker() error {
 	var job loadJob
