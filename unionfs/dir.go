@@ -24,6 +24,9 @@ type dirHandle struct {
 	// last is the entry Readdirent returned last, which READDIRPLUS looks
 	// up next; -1 for none. Guarded by mu.
 	last int
+	// gen is u.linkGen when the listing was built: while it holds, no
+	// name of the listing was removed or renamed away. Guarded by mu.
+	gen uint64
 }
 
 var _ = (fs.NodeOpendirHandler)((*node)(nil))
@@ -63,7 +66,7 @@ func (h *dirHandle) load() syscall.Errno {
 	}
 	// h.pos stays: the kernel may seek (Seekdir) before the first read,
 	// to go on from where its cached listing of the directory ends.
-	h.entries, h.dirs, h.loaded, h.last = entries, pd.dirs, true, -1
+	h.entries, h.dirs, h.loaded, h.last, h.gen = entries, pd.dirs, true, -1, pd.gen
 	return 0
 }
 
@@ -121,7 +124,10 @@ var _ = (fs.FileLookuper)((*dirHandle)(nil))
 // upper's stat and whiteout probe: one fstatat instead of three or four).
 func (h *dirHandle) Lookup(ctx context.Context, name string, out *fuse.EntryOut) (*fs.Inode, syscall.Errno) {
 	h.mu.Lock()
-	if h.last < 0 || h.entries[h.last].name != name {
+	if h.last < 0 || h.entries[h.last].name != name || h.gen != h.n.u.linkGen.Load() {
+		// Not the entry just listed, or a name may have gone since the
+		// listing (an unlink between two READDIRPLUS calls leaves a
+		// whiteout above the layer the listing found the name in).
 		h.mu.Unlock()
 		return h.n.Lookup(ctx, name, out)
 	}

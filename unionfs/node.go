@@ -199,6 +199,17 @@ func (u *unionFS) childInode(ctx context.Context, pd *dirAt, name string, res *r
 	if res.upper(u) {
 		child.upperIno.Store(res.st.Ino)
 	}
+	if u.linkGen.Load() != pd.gen {
+		// A rename or remove ran since the lookup resolved the name (see
+		// relink): a new node gets the name only if it still stands.
+		u.linkMu.RLock()
+		ok := u.stillNamesLocked(child, parent, name, res)
+		u.linkMu.RUnlock()
+		if !ok {
+			child.parent, child.name = nil, ""
+			child.unlinked.Store(true)
+		}
+	}
 	sa := fs.StableAttr{Mode: res.st.Mode & unix.S_IFMT, Ino: ino}
 	if !res.upper(u) && isLowerHardlink(&res.st) {
 		// Each name of a lower hard link is its own node with the same
@@ -276,7 +287,7 @@ func (n *node) relink(pd *dirAt, name string, res *resolution) bool {
 // lower entry, nothing in the upper above it but n's own copy. (Lower
 // layers do not change under the mount.)
 //
-// Preconditions: u.linkMu held for writing.
+// Preconditions: u.linkMu held (for reading at least).
 func (u *unionFS) stillNamesLocked(n, parent *node, name string, res *resolution) bool {
 	if !u.hasUpper {
 		return true

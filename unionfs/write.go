@@ -90,8 +90,15 @@ func (u *unionFS) copyUp(n *node, trunc bool) error {
 		dirs = append([]layerDir{{layer: 0}}, dirs...)
 	}
 	var ust unix.Stat_t
-	if unix.Fstatat(dst.fd, name, &ust, unix.AT_SYMLINK_NOFOLLOW) == nil {
+	if serr := unix.Fstatat(dst.fd, name, &ust, unix.AT_SYMLINK_NOFOLLOW); serr == nil {
+		if err != nil && (whiteout.IsCharWhiteout(&ust) || ust.Mode&unix.S_IFMT != st.Mode&unix.S_IFMT) {
+			// The name was removed (or replaced) while the copy ran:
+			// what holds it now is not this node's copy.
+			return fmt.Errorf("copy up %q: %w", name, unix.ENOENT)
+		}
 		n.upperIno.Store(ust.Ino)
+	} else if err != nil {
+		return fmt.Errorf("copy up %q: %w", name, serr)
 	}
 	n.setState(0, dirs)
 	if alias {
