@@ -387,6 +387,15 @@ type MountOptions struct {
 	// ExtraCapabilities is a bitmask of capabilities which
 	// must be enabled in addition to the defaults.
 	ExtraCapabilities uint64
+
+	// IoUring serves requests over FUSE-over-io_uring (Linux 6.14+,
+	// /sys/module/fuse/parameters/enable_uring set) when the kernel
+	// offers it at INIT, with one ring per CPU whose thread answers a
+	// request and waits for the next in one system call. When the
+	// kernel does not offer it or refuses the rings, requests come
+	// through /dev/fuse as usual; Server.Transport says which.
+	// (unionmount addition, not in upstream go-fuse.)
+	IoUring bool
 }
 
 // RawFileSystem is an interface close to the FUSE wire protocol.

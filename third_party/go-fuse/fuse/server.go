@@ -69,6 +69,9 @@ type Server struct {
 
 	// for implementing single threaded processing.
 	requestProcessingMu sync.Mutex
+
+	// uring is the FUSE-over-io_uring transport (uring_linux.go).
+	uring uringState
 }
 
 // SetDebug is deprecated. Use MountOptions.Debug instead.
@@ -269,11 +272,16 @@ func NewServer(fs RawFileSystem, mountPoint string, opts *MountOptions) (*Server
 	}
 	ms.protocolServer.writev = ms.fuseFD.writev
 
+	// Rings are set up before INIT: once io_uring is negotiated the
+	// kernel holds every request until the rings are registered.
+	ms.uringSetup()
 	if code := ms.handleInit(); !code.Ok() {
+		ms.uringClose()
 		ms.fuseFD.close()
 		// TODO - unmount as well?
 		return nil, fmt.Errorf("init: %s", code)
 	}
+	ms.uringStart()
 
 	// This prepares for Serve being called somewhere, either
 	// synchronously or asynchronously.
@@ -498,27 +506,7 @@ func (ms *Server) handleRequest(req *requestAlloc) Status {
 		ms.requestProcessingMu.Lock()
 		defer ms.requestProcessingMu.Unlock()
 	}
-
-	h, inSize, outSize, outPayloadSize, code := parseRequest(req.inputBuf, &ms.kernelSettings, ms.negotiatedFlags)
-	req.request.status = code
-	if !code.Ok() && code != ENOSYS {
-		ms.opts.Logger.Printf("parseRequest: %v", code)
-	}
-	if code.Ok() {
-		req.request.status = req.splitPayload(inSize, int(h.InputSize))
-		if !req.request.status.Ok() {
-			ms.opts.Logger.Printf("op %s: bad request extension: %v", h.Name, req.request.status)
-		}
-	}
-	req.outHeaderBuf = req.outHeaderInline[:]
-	req.outDataBuf = req.outDataInline[:outSize]
-	clear(req.outHeaderBuf)
-	clear(req.outDataBuf)
-	if outPayloadSize > 0 {
-		req.outPayload = ms.buffers.AllocBuffer(uint32(outPayloadSize))
-		req.bufferPoolOutputBuf = req.outPayload
-	}
-	ms.protocolServer.handleRequest(h, &req.request)
+	ms.processRequest(req, nil)
 	if req.suppressReply {
 		return OK
 	}
@@ -543,6 +531,37 @@ func (ms *Server) handleRequest(req *requestAlloc) Status {
 		}
 	}
 	return errno
+}
+
+// processRequest parses req and runs its handler, leaving the reply in
+// req. A non-nil outBuf is where the reply's opcode struct and payload
+// go (an io_uring entry's payload buffer); the payload is placed after
+// the struct there when it fits, else in a pooled buffer.
+func (ms *Server) processRequest(req *requestAlloc, outBuf []byte) {
+	h, inSize, outSize, outPayloadSize, code := parseRequest(req.inputBuf, &ms.kernelSettings, ms.negotiatedFlags)
+	req.request.status = code
+	if !code.Ok() && code != ENOSYS {
+		ms.opts.Logger.Printf("parseRequest: %v", code)
+	}
+	if code.Ok() {
+		req.request.status = req.splitPayload(inSize, int(h.InputSize))
+		if !req.request.status.Ok() {
+			ms.opts.Logger.Printf("op %s: bad request extension: %v", h.Name, req.request.status)
+		}
+	}
+	req.outHeaderBuf = req.outHeaderInline[:]
+	req.outDataBuf = req.outDataInline[:outSize]
+	clear(req.outHeaderBuf)
+	clear(req.outDataBuf)
+	if outPayloadSize > 0 {
+		if outSize+outPayloadSize <= len(outBuf) {
+			req.outPayload = outBuf[outSize : outSize+outPayloadSize]
+		} else {
+			req.outPayload = ms.buffers.AllocBuffer(uint32(outPayloadSize))
+			req.bufferPoolOutputBuf = req.outPayload
+		}
+	}
+	ms.protocolServer.handleRequest(h, &req.request)
 }
 
 func notifyWrite(writev func([][]byte) (int, syscall.Errno), opts *MountOptions, req *request) Status {
