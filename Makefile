@@ -50,7 +50,38 @@ test: export UNIONCTL_BIN := $(BIN)/race/unionctl
 test: export UNIONMOUNT_PLAIN_BIN := $(BIN)/unionmount
 test: deps build build-race vet fmt-check
 	$(GO) test -race -count=1 -tags lockcheck -timeout 25m ./...
+	$(MAKE) --no-print-directory test-uring
 	GO=$(GO) FUZZTIME=10s bash scripts/fuzz.sh
+
+## test-uring: the mount-heavy tests again with every unionmount mount served
+## over FUSE over io_uring (--uring on): go-fuse's posixtest suite through the
+## union, the differential test against kernel overlayfs, podman's
+## mount_program contract, and the transport's own tests. Root turns the
+## kernel's switch on for the run and restores it; a kernel without it skips
+## the pass with the reason.
+URING_PARAM := /sys/module/fuse/parameters/enable_uring
+.PHONY: test-uring
+test-uring: export UNIONMOUNT_BIN ?= $(BIN)/race/unionmount
+test-uring: export UNIONCTL_BIN ?= $(BIN)/race/unionctl
+test-uring: export UNIONMOUNT_PLAIN_BIN ?= $(BIN)/unionmount
+test-uring: export UNIONMOUNT_TEST_URING := on
+test-uring: build build-race
+	@if [[ ! -e $(URING_PARAM) ]]; then \
+		echo "test-uring: skipped, this kernel has no FUSE over io_uring ($(URING_PARAM); Linux 6.14+, CONFIG_FUSE_IO_URING)"; \
+		exit 0; \
+	fi; \
+	was=$$(cat $(URING_PARAM)); \
+	if ! echo Y > $(URING_PARAM); then \
+		echo "test-uring: cannot turn $(URING_PARAM) on: run as root"; \
+		[[ "$${CI:-}" != true ]]; exit; \
+	fi; \
+	trap 'echo $$was > $(URING_PARAM)' EXIT; \
+	$(GO) test -race -count=1 -tags lockcheck -timeout 10m \
+		-run '$(URING_TESTS)' ./cmd/unionmount ./internal/posix ./internal/difftest ./internal/podman
+
+# The tests test-uring runs: the transport's own, posixtest through the union,
+# big reads and the copy-up races, the differential test, podman's -o contract.
+URING_TESTS := URing|TestPosixUnion|TestLargeReads|TestConcurrentOpeners|TestTruncateToZero|TestDiff$$|TestMountProgramOptions
 
 ## fuzz: every native fuzz target for FUZZTIME each (default 1m)
 .PHONY: fuzz
