@@ -105,11 +105,14 @@ demo: deps build
 	UNIONMOUNT_BIN=$(BIN)/unionmount bash scripts/demo.sh
 
 ## bench: kernel vs FUSE benchmarks as root (< 15 min): bench/results/report.md, one SVG
+## (FUSE over io_uring is turned on for the unionmount-uring driver, then restored)
 ## per workload group, results.csv, and the micro-benchmarks (unionfs, copyup, and the
 ## image store's commit, a cached rebuild against a first build) in bench/results/gobench.txt;
 ## unionctl pull against podman pull of a 10-layer 100 MB image from a loopback registry
 ## in bench/results/pull.txt
 bench: deps build
+	@was=$$(cat $(URING_PARAM) 2>/dev/null || true); \
+	if [[ -n "$$was" ]]; then echo Y > $(URING_PARAM); trap 'echo $$was > $(URING_PARAM)' EXIT; fi; \
 	$(BIN)/unionbench --out bench/results --format csv
 	$(GO) test -run '^$$' -bench . -benchmem -benchtime 200ms ./unionfs/ ./copyup/ | tee bench/results/gobench.txt
 	$(GO) test -run '^$$' -bench '^Benchmark(Commit|Diff)' -benchmem -benchtime 200ms ./image/store/ | tee -a bench/results/gobench.txt
