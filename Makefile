@@ -56,7 +56,8 @@ test: deps build build-race vet fmt-check
 ## test-uring: the mount-heavy tests again with every unionmount mount served
 ## over FUSE over io_uring (--uring on): go-fuse's posixtest suite through the
 ## union, the differential test against kernel overlayfs, podman's
-## mount_program contract, and the transport's own tests. Root turns the
+## mount_program contract, and the transport's own tests (with the vendored
+## go-fuse's fuse package tests). Root turns the
 ## kernel's switch on for the run and restores it; a kernel without it skips
 ## the pass with the reason.
 URING_PARAM := /sys/module/fuse/parameters/enable_uring
@@ -76,6 +77,7 @@ test-uring: build build-race
 		[[ "$${CI:-}" != true ]]; exit; \
 	fi; \
 	trap 'echo $$was > $(URING_PARAM)' EXIT; \
+	cd third_party/go-fuse && $(GO) test -race -count=1 ./fuse/; cd $(CURDIR); \
 	$(GO) test -race -count=1 -tags lockcheck -timeout 10m \
 		-run '$(URING_TESTS)' ./cmd/unionmount ./internal/posix ./internal/difftest ./internal/podman
 

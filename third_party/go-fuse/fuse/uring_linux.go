@@ -194,8 +194,14 @@ func possibleCPUs() (int, error) {
 	if err != nil {
 		return 0, err
 	}
+	return parseCPUList(string(b))
+}
+
+// parseCPUList returns one more than the highest CPU of a kernel CPU list
+// ("0-3", "0,2-5\n").
+func parseCPUList(b string) (int, error) {
 	n := 0
-	for _, r := range strings.Split(strings.TrimSpace(string(b)), ",") {
+	for _, r := range strings.Split(strings.TrimSpace(b), ",") {
 		lo, hi, isRange := strings.Cut(r, "-")
 		a, err := strconv.Atoi(lo)
 		if err != nil {
