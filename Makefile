@@ -50,7 +50,40 @@ test: export UNIONCTL_BIN := $(BIN)/race/unionctl
 test: export UNIONMOUNT_PLAIN_BIN := $(BIN)/unionmount
 test: deps build build-race vet fmt-check
 	$(GO) test -race -count=1 -tags lockcheck -timeout 25m ./...
+	$(MAKE) --no-print-directory test-uring
 	GO=$(GO) FUZZTIME=10s bash scripts/fuzz.sh
+
+## test-uring: the mount-heavy tests again with every unionmount mount served
+## over FUSE over io_uring (--uring on): go-fuse's posixtest suite through the
+## union, the differential test against kernel overlayfs, podman's
+## mount_program contract, and the transport's own tests (with the vendored
+## go-fuse's fuse package tests). Root turns the
+## kernel's switch on for the run and restores it; a kernel without it skips
+## the pass with the reason.
+URING_PARAM := /sys/module/fuse/parameters/enable_uring
+.PHONY: test-uring
+test-uring: export UNIONMOUNT_BIN ?= $(BIN)/race/unionmount
+test-uring: export UNIONCTL_BIN ?= $(BIN)/race/unionctl
+test-uring: export UNIONMOUNT_PLAIN_BIN ?= $(BIN)/unionmount
+test-uring: export UNIONMOUNT_TEST_URING := on
+test-uring: build build-race
+	@if [[ ! -e $(URING_PARAM) ]]; then \
+		echo "test-uring: skipped, this kernel has no FUSE over io_uring ($(URING_PARAM); Linux 6.14+, CONFIG_FUSE_IO_URING)"; \
+		exit 0; \
+	fi; \
+	was=$$(cat $(URING_PARAM)); \
+	if ! echo Y > $(URING_PARAM); then \
+		echo "test-uring: cannot turn $(URING_PARAM) on: run as root"; \
+		[[ "$${CI:-}" != true ]]; exit; \
+	fi; \
+	trap 'echo $$was > $(URING_PARAM)' EXIT; \
+	cd third_party/go-fuse && $(GO) test -race -count=1 ./fuse/; cd $(CURDIR); \
+	$(GO) test -race -count=1 -tags lockcheck -timeout 10m \
+		-run '$(URING_TESTS)' ./cmd/unionmount ./internal/posix ./internal/difftest ./internal/podman
+
+# The tests test-uring runs: the transport's own, posixtest through the union,
+# big reads and the copy-up races, the differential test, podman's -o contract.
+URING_TESTS := URing|TestPosixUnion|TestLargeReads|TestConcurrentOpeners|TestTruncateToZero|TestDiff$$|TestMountProgramOptions
 
 ## fuzz: every native fuzz target for FUZZTIME each (default 1m)
 .PHONY: fuzz
@@ -74,11 +107,14 @@ demo: deps build
 	UNIONMOUNT_BIN=$(BIN)/unionmount bash scripts/demo.sh
 
 ## bench: kernel vs FUSE benchmarks as root (< 15 min): bench/results/report.md, one SVG
+## (FUSE over io_uring is turned on for the unionmount-uring driver, then restored)
 ## per workload group, results.csv, and the micro-benchmarks (unionfs, copyup, and the
 ## image store's commit, a cached rebuild against a first build) in bench/results/gobench.txt;
 ## unionctl pull against podman pull of a 10-layer 100 MB image from a loopback registry
 ## in bench/results/pull.txt
 bench: deps build
+	@was=$$(cat $(URING_PARAM) 2>/dev/null || true); \
+	if [[ -n "$$was" ]]; then echo Y > $(URING_PARAM); trap 'echo $$was > $(URING_PARAM)' EXIT; fi; \
 	$(BIN)/unionbench --out bench/results --format csv
 	$(GO) test -run '^$$' -bench . -benchmem -benchtime 200ms ./unionfs/ ./copyup/ | tee bench/results/gobench.txt
 	$(GO) test -run '^$$' -bench '^Benchmark(Commit|Diff)' -benchmem -benchtime 200ms ./image/store/ | tee -a bench/results/gobench.txt

@@ -22,6 +22,7 @@ var Groups = []struct {
 	{Name: "copyup", Title: "Copy-up latency against file size", Lines: true, XLabel: "file size"},
 	{Name: "write", Title: "Writes: metadata copy-up, churn, deletes, chown"},
 	{Name: "tree", Title: "A real tree: the Go source"},
+	{Name: "requests", Title: "Per request: loops that reach the daemon on every call"},
 }
 
 // pathDirs is a PATH: the shell probes each in turn for a command name.
@@ -290,6 +291,9 @@ func Cases(s Sizes) []*Case {
 				return err
 			},
 			Run: func(r *Run) error { return goTree(r, tarPath, treeTop) }},
+		&Case{Name: "requests", Group: "requests", Data: empty, Writes: true,
+			About: fmt.Sprintf("%d calls each of getxattr, open+close, lstat of a missing name (a new name each time) and create+unlink, every call a round trip to the daemon: the cost of the request loop itself, and the daemon's CPU per request", s.Requests),
+			Run:   func(r *Run) error { return requestLoops(r, s.Requests) }},
 	)
 	return cases
 }
@@ -432,5 +436,65 @@ func forEachFile(s *Sample, dir string, n int, fn func(string) error) error {
 		}
 	}
 	s.Ops, s.Check = int64(n), fmt.Sprintf("%d files", n)
+	return nil
+}
+
+// requestLoops times n calls of each of four system calls that reach the
+// daemon every time (no kernel cache answers them).
+func requestLoops(r *Run, n int) error {
+	file := r.Path("w/file")
+	if err := os.WriteFile(file, []byte("x"), 0o644); err != nil {
+		return err
+	}
+	loops := []struct {
+		metric string
+		call   func(i int) error
+	}{
+		{"getxattr loop", func(int) error {
+			_, err := unix.Lgetxattr(file, "user.missing", nil)
+			if err == unix.ENODATA {
+				return nil
+			}
+			return err
+		}},
+		{"open+close loop", func(int) error {
+			fd, err := unix.Open(file, unix.O_RDONLY|unix.O_CLOEXEC, 0)
+			if err != nil {
+				return err
+			}
+			return unix.Close(fd)
+		}},
+		{"missing-name loop", func(i int) error {
+			var st unix.Stat_t
+			if err := unix.Lstat(r.Path(fmt.Sprintf("w/missing%d", i)), &st); err != unix.ENOENT {
+				return fmt.Errorf("lstat of a missing name: %v", err)
+			}
+			return nil
+		}},
+		{"create+unlink loop", func(i int) error {
+			p := r.Path(fmt.Sprintf("w/new%d", i))
+			fd, err := unix.Open(p, unix.O_WRONLY|unix.O_CREAT|unix.O_EXCL|unix.O_CLOEXEC, 0o644)
+			if err != nil {
+				return err
+			}
+			if err := unix.Close(fd); err != nil {
+				return err
+			}
+			return unix.Unlink(p)
+		}},
+	}
+	for _, l := range loops {
+		if err := r.Time(Sample{Metric: l.metric, Ops: int64(n)}, func(smp *Sample) error {
+			for i := 0; i < n; i++ {
+				if err := l.call(i); err != nil {
+					return err
+				}
+			}
+			smp.Check = fmt.Sprintf("%d calls", n)
+			return nil
+		}); err != nil {
+			return err
+		}
+	}
 	return nil
 }

@@ -21,6 +21,7 @@ type Sizes struct {
 	ChurnFiles  int     // files created, half renamed, all deleted
 	DeleteFiles int     // lower files deleted before listing their parent
 	ChownFiles  int     // files of the lower tree chown -R walks
+	Requests    int     // calls per loop of the per-request case
 	GoSrc       string  // directory tarred once for the real-tree case
 }
 
@@ -78,6 +79,7 @@ func DefaultConfig() Config {
 			ChurnFiles:  10000,
 			DeleteFiles: 10000,
 			ChownFiles:  1000,
+			Requests:    3000,
 			GoSrc:       defaultGoSrc(),
 		},
 		User:    "nobody",
@@ -106,6 +108,7 @@ func QuickConfig() Config {
 		ChurnFiles:  500,
 		DeleteFiles: 300,
 		ChownFiles:  300,
+		Requests:    300,
 		GoSrc:       filepath.Join(defaultGoSrc(), "strconv"),
 	}
 	c.DataDir = "/var/tmp/unionbench-quick"
@@ -136,7 +139,7 @@ func (c *Config) validate() error {
 	}
 	s := c.Sizes
 	for _, n := range []int{s.TreeFiles, s.DirEntries, s.Lookups, s.Commands, s.RandReads,
-		s.MetaFiles, s.ChurnFiles, s.DeleteFiles, s.ChownFiles} {
+		s.MetaFiles, s.ChurnFiles, s.DeleteFiles, s.ChownFiles, s.Requests} {
 		if n < 1 {
 			return fmt.Errorf("every size must be at least 1 (got %d)", n)
 		}

@@ -115,7 +115,7 @@ func Drivers() []string {
 // driver not named here last.
 func driverList() []Driver {
 	order := map[string]int{"plain": 1, "kernel": 2, "kernel-userns": 3, "fuse-overlayfs": 4, "unionmount": 5,
-		"unionmount-nopassthrough": 6, "unionmount-lowerpt": 7, "unionmount-rootless": 8, "unionfs-fuse": 9}
+		"unionmount-uring": 6, "unionmount-nopassthrough": 7, "unionmount-lowerpt": 8, "unionmount-rootless": 9, "unionfs-fuse": 10}
 	rank := func(d Driver) int {
 		if r, ok := order[d.Name()]; ok {
 			return r

@@ -243,6 +243,7 @@ func Mount(mountpoint string, opts Options) (*fuse.Server, error) {
 		EnableSymlinkCaching: true,
 		EnableAcl:            true,
 		DirectMount:          opts.DirectMount,
+		IoUring:              opts.IoUring,
 		// As fuse-overlayfs and a kernel overlay mount: device nodes of
 		// the layers do not open, setuid programs in them run setuid (a
 		// container's sudo or ping). go-fuse's default adds nosuid.

@@ -68,8 +68,11 @@ type Options struct {
 	// Mount options.
 	AllowOther  bool
 	DirectMount bool
-	Debug       bool   // FUSE op trace to Logger
-	FsName      string // shown in /proc/mounts; default "unionmount"
+	// IoUring serves requests over FUSE-over-io_uring when the kernel
+	// offers it (fuse.MountOptions.IoUring), else through /dev/fuse.
+	IoUring bool
+	Debug   bool   // FUSE op trace to Logger
+	FsName  string // shown in /proc/mounts; default "unionmount"
 
 	// Logger receives diagnostics; nil means log.Default().
 	Logger *log.Logger

@@ -114,6 +114,7 @@ func parseArgs(args []string) (bench.Config, *pflag.FlagSet, bool, error) {
 	fs.IntVar(&s.RandReads, "rand-reads", s.RandReads, "number of 4 KiB random reads")
 	fs.StringVar(&copySizes, "copyup-sizes", copySizes, "file `SIZES` copied up")
 	fs.IntVar(&s.MetaFiles, "meta-files", s.MetaFiles, "files chmod'ed (and as many touched)")
+	fs.IntVar(&s.Requests, "requests", s.Requests, "calls per loop of the per-request case")
 	fs.IntVar(&s.ChurnFiles, "churn-files", s.ChurnFiles, "files created, half renamed, all deleted")
 	fs.IntVar(&s.DeleteFiles, "delete-files", s.DeleteFiles, "lower files deleted")
 	fs.IntVar(&s.ChownFiles, "chown-files", s.ChownFiles, "files in the tree chown -R walks")

@@ -21,6 +21,13 @@ const maxLowers = 500
 // it re-executes: the number of the fd that carries the readiness report.
 const readyFDFlag = "internal-ready-fd"
 
+// Modes of --uring and -o uring=.
+const (
+	uringOff  = "off"  // requests come through read(2) on /dev/fuse
+	uringAuto = "auto" // FUSE over io_uring when the kernel offers it
+	uringOn   = "on"   // FUSE over io_uring, or no mount
+)
+
 // Defaults of the flags; the -o form starts from the same values.
 const (
 	defaultTimeout      = unionfs.DefaultTimeout
@@ -49,6 +56,8 @@ type config struct {
 	readyFD int
 	// cpuProfile is where the serving daemon writes a CPU profile ("": none).
 	cpuProfile string
+	// uring is how requests reach the daemon: uringOff, uringAuto, uringOn.
+	uring string
 
 	// ignored lists the -o elements that have no effect, for the debug log.
 	ignored []string
@@ -73,6 +82,7 @@ type flagValues struct {
 	version, help         bool
 	readyFD               int
 	cpuProfile            string
+	uring                 string
 }
 
 // newFlagSet declares the flags; parseArgs and the usage text share it.
@@ -94,6 +104,7 @@ func newFlagSet(v *flagValues) *pflag.FlagSet {
 	fs.BoolVar(&v.noPassthrough, "no-passthrough", false, "never use FUSE passthrough for upper files")
 	fs.BoolVar(&v.lowerPassthrough, "lower-passthrough", false, "also read lower files by passthrough (handles opened before a copy-up keep the lower file)")
 	fs.BoolVar(&v.volatile, "volatile", false, "skip fsync on copy-up (the upper may be lost on a crash)")
+	fs.StringVar(&v.uring, "uring", uringOff, "serve requests over FUSE-over-io_uring: `MODE` off (read /dev/fuse), auto (io_uring when the kernel offers it, else /dev/fuse) or on (fail to mount without it)")
 	fs.StringVar(&v.cpuProfile, "cpuprofile", "", "write a pprof CPU profile of the daemon to `FILE` when it exits")
 	fs.BoolVar(&v.version, "version", false, "print the version and exit")
 	fs.BoolVarP(&v.help, "help", "h", false, "print this help and exit")
@@ -132,6 +143,15 @@ func parseArgs(args []string) (config, error) {
 	cfg.mountpoint = fs.Arg(0)
 	cfg.foreground = v.foreground
 	cfg.cpuProfile = v.cpuProfile
+	cfg.uring = v.uring
+	if mo.uring != "" {
+		cfg.uring = mo.uring
+	}
+	switch cfg.uring {
+	case uringOff, uringAuto, uringOn:
+	default:
+		return config{}, usagef("--uring %q: not a mode; pass off, auto or on", cfg.uring)
+	}
 
 	// Layers.
 	cfg.lowerSrc, cfg.upperSrc, cfg.workSrc = "--lower", "--upper", "--workdir"
@@ -208,6 +228,7 @@ func parseArgs(args []string) (config, error) {
 		AllowOther:         v.allowOther || mo.allowOther,
 		Debug:              v.debug || mo.debug,
 		FsName:             mo.fsName,
+		IoUring:            cfg.uring != uringOff,
 	}
 	return cfg, nil
 }
@@ -253,6 +274,7 @@ type mountOpts struct {
 	squashUID      int64
 	squashGID      int64
 	fsName         string
+	uring          string
 	ignored        []string
 }
 
@@ -370,6 +392,11 @@ func (m *mountOpts) apply(elem string) error {
 		m.timeout = &d
 	case "fsname":
 		m.fsName = val
+	case "uring":
+		if err := need("uring=off|auto|on"); err != nil {
+			return err
+		}
+		m.uring = val
 	default:
 		// rw, suid, dev, exec, noatime, context="...", xattr_permissions=2,
 		// metacopy=, redirect_dir=, index=, xino=, ...: nothing to do.
@@ -388,6 +415,7 @@ func (m *mountOpts) conflicts(fs *pflag.FlagSet) error {
 		{"upper", "upperdir=", m.upper != nil},
 		{"workdir", "workdir=", m.workdir != nil},
 		{"timeout", "timeout=", m.timeout != nil},
+		{"uring", "uring=", m.uring != ""},
 	} {
 		if c.inOpt && fs.Changed(c.flag) {
 			return usagef("--%s and -o %s both given; pass one of them", c.flag, c.opt)

@@ -260,6 +260,10 @@ func TestParseArgsErrors(t *testing.T) {
 		{[]string{"--lower", "a", "--upper", "u", "-o", "upperdir=v", "mnt"}, []string{"--upper and -o upperdir="}},
 		{[]string{"--lower", "a", "--workdir", "w", "-o", "workdir=v", "mnt"}, []string{"--workdir and -o workdir="}},
 		{[]string{"--lower", "a", "--timeout", "1s", "-o", "timeout=2", "mnt"}, []string{"--timeout and -o timeout="}},
+		{[]string{"--lower", "a", "--uring", "yes", "mnt"}, []string{`--uring "yes"`, "off, auto or on"}},
+		{[]string{"-o", "lowerdir=a,uring=1", "mnt"}, []string{`--uring "1"`, "off, auto or on"}},
+		{[]string{"-o", "lowerdir=a,uring", "mnt"}, []string{"-o uring: missing value"}},
+		{[]string{"--lower", "a", "--uring", "on", "-o", "uring=auto", "mnt"}, []string{"--uring and -o uring="}},
 		{[]string{"--lower", "a", "--upper", "u", "mnt"}, []string{"--upper given without --workdir"}},
 		{[]string{"--lower", "a", "--workdir", "w", "mnt"}, []string{"--workdir given without --upper"}},
 		{[]string{"-o", "lowerdir=a,upperdir=u", "mnt"}, []string{"-o upperdir given without workdir="}},
@@ -356,7 +360,7 @@ func TestRunVersion(t *testing.T) {
 	if code := run([]string{"--version"}, &stdout, &stderr); code != exitOK || stderr.Len() != 0 {
 		t.Fatalf("run(--version) = %d, stderr %q; want 0 and nothing", code, stderr.String())
 	}
-	want := "unionmount " + version + " (go-fuse v2.12.1)\n"
+	want := "unionmount " + version + " (go-fuse v2.12.1 + ./third_party/go-fuse)\n"
 	if got := stdout.String(); got != want {
 		t.Errorf("run(--version) printed %q; want %q", got, want)
 	}
@@ -396,6 +400,30 @@ func TestSplitOptions(t *testing.T) {
 		got, err := splitOptions(tc.in)
 		if err != nil || !reflect.DeepEqual(got, tc.want) {
 			t.Errorf("splitOptions(%q) = %q, %v; want %q", tc.in, got, err, tc.want)
+		}
+	}
+}
+
+// TestParseArgsURing: --uring and -o uring= choose the transport; off, the
+// default, asks go-fuse for no io_uring.
+func TestParseArgsURing(t *testing.T) {
+	for _, tc := range []struct {
+		args []string
+		mode string
+	}{
+		{[]string{"--lower", "/l", "/m"}, uringOff},
+		{[]string{"--lower", "/l", "--uring", "auto", "/m"}, uringAuto},
+		{[]string{"--uring=on", "--lower", "/l", "/m"}, uringOn},
+		{[]string{"-o", "lowerdir=/l,uring=on", "/m"}, uringOn},
+		{[]string{"-o", "lowerdir=/l,uring=off", "/m"}, uringOff},
+	} {
+		cfg, err := parseArgs(tc.args)
+		if err != nil {
+			t.Errorf("parseArgs(%q): %v", tc.args, err)
+			continue
+		}
+		if cfg.uring != tc.mode || cfg.opts.IoUring != (tc.mode != uringOff) {
+			t.Errorf("parseArgs(%q): mode %q, IoUring %v; want %q", tc.args, cfg.uring, cfg.opts.IoUring, tc.mode)
 		}
 	}
 }

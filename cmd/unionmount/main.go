@@ -21,7 +21,7 @@
 // Understood: lowerdir=, upperdir=, workdir=, volatile, fsync=0,
 // uidmapping= and gidmapping= (":LAYER:MOUNT:COUNT..."), squash_to_uid=,
 // squash_to_gid=, squash_to_root, allow_other, ro, debug, timeout=SECONDS,
-// userxattr, fsname=. Anything else (xattr_permissions=2, context=...,
+// userxattr, fsname=, uring=off|auto|on. Anything else (xattr_permissions=2, context=...,
 // noatime, rw, nodev, ...) is ignored, with a log line under --debug. -o may
 // be repeated and mixed with the flags, but a value may not be given both
 // ways.
@@ -198,7 +198,13 @@ func versionLine() string {
 		for _, d := range bi.Deps {
 			if d.Path == "github.com/hanwen/go-fuse/v2" {
 				fuseVersion = d.Version
-				if d.Replace != nil {
+				switch {
+				case d.Replace == nil:
+				case d.Replace.Version == "" || d.Replace.Version == "(devel)":
+					// A directory: third_party/go-fuse, d.Version
+					// with the changes its README lists.
+					fuseVersion = d.Version + " + " + d.Replace.Path
+				default:
 					fuseVersion = d.Replace.Version
 				}
 			}

@@ -32,17 +32,26 @@ func mountAndServe(cfg config, logger *log.Logger, report func(error)) error {
 	usr1 := make(chan os.Signal, 1)
 	signal.Notify(usr1, syscall.SIGUSR1)
 	defer signal.Stop(usr1)
-	go logStats(usr1, logger)
+	var stats statsSource
 
 	cfg.opts.Logger = logger
 	srv, err := unionfs.Mount(cfg.mountpoint, cfg.opts)
 	err = explainMountError(err)
+	if err == nil && cfg.uring == uringOn && !srv.UsesIoUring() {
+		err = fmt.Errorf("-o uring=on: requests would come through %s; as root, echo Y > %s, or pass uring=auto", srv.Transport(), enableURingParam)
+		if uerr := srv.Unmount(); uerr != nil {
+			logger.Printf("unmount %q: %v", cfg.mountpoint, uerr)
+		}
+		srv.Wait()
+	}
 	if report != nil {
 		report(err)
 	}
 	if err != nil {
 		return err
 	}
+	stats = srv
+	go logStats(usr1, stats, logger)
 	// go-fuse sized its readers to GOMAXPROCS when it mounted. Readers
 	// wait in read(2) on /dev/fuse; with no idle P left the runtime's
 	// sysmon hands their Ps off after 20 µs, and every request then wakes
@@ -59,6 +68,7 @@ func mountAndServe(cfg config, logger *log.Logger, report func(error)) error {
 	}
 	if cfg.opts.Debug {
 		logger.Printf("mounted %q: lowers %q, upper %q", cfg.mountpoint, cfg.opts.Lowers, cfg.opts.Upper)
+		logger.Printf("transport: %s", srv.Transport())
 	}
 	serve(srv, sigs, func() error { return detach(cfg.mountpoint) }, logger)
 	return nil
@@ -104,16 +114,25 @@ func serve(srv server, sigs <-chan os.Signal, detach func() error, logger *log.L
 	}
 }
 
-// logStats writes one line per SIGUSR1 with the daemon's goroutine count
-// and open descriptors: how tests (and users chasing a leak) read them
-// from outside. The goroutine itself is one of those counted.
-func logStats(sigs <-chan os.Signal, logger *log.Logger) {
+// enableURingParam is the switch of FUSE over io_uring (Linux 6.14+).
+const enableURingParam = "/sys/module/fuse/parameters/enable_uring"
+
+// statsSource is what logStats reads of a *fuse.Server.
+type statsSource interface {
+	IoUringRequests() uint64
+}
+
+// logStats writes one line per SIGUSR1 with the daemon's goroutine count,
+// open descriptors and the requests served over io_uring: how tests (and
+// users chasing a leak) read them from outside. The goroutine itself is
+// one of those counted.
+func logStats(sigs <-chan os.Signal, srv statsSource, logger *log.Logger) {
 	for range sigs {
 		fds := -1
 		if ents, err := os.ReadDir("/proc/self/fd"); err == nil {
 			fds = len(ents) - 1 // less the descriptor ReadDir had open
 		}
-		logger.Printf("stats: %d goroutines, %d open fds", runtime.NumGoroutine(), fds)
+		logger.Printf("stats: %d goroutines, %d open fds, %d io_uring requests", runtime.NumGoroutine(), fds, srv.IoUringRequests())
 	}
 }
 

@@ -305,6 +305,21 @@ func ModuleRoot() (string, error) {
 	}
 }
 
+// URingEnv names the environment variable that makes the test helpers
+// mount unionmount with `--uring MODE` (off, auto, on): how `make
+// test-uring` runs the mounting packages a second time over FUSE over
+// io_uring.
+const URingEnv = "UNIONMOUNT_TEST_URING"
+
+// URingArgs returns the unionmount arguments that $UNIONMOUNT_TEST_URING
+// asks for: none when it is unset.
+func URingArgs() []string {
+	if m := os.Getenv(URingEnv); m != "" {
+		return []string{"--uring", m}
+	}
+	return nil
+}
+
 // Union is a unionmount daemon serving a mount, started by MountUnion.
 type Union struct {
 	Mnt string
@@ -336,6 +351,7 @@ func MountUnion(t testing.TB, lowers []string, upper, work, mnt string, args ...
 	RequireFUSE(t)
 	bin := Binary(t)
 	argv := []string{"-f", "--timeout", "0", "--lower", lowerlist.Join(lowers)}
+	argv = append(argv, URingArgs()...)
 	if upper != "" {
 		argv = append(argv, "--upper", upper, "--workdir", work)
 	}

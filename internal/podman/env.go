@@ -14,6 +14,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/unionmount/unionmount/internal/fstest"
 	"github.com/unionmount/unionmount/internal/mountinfo"
 	"github.com/unionmount/unionmount/internal/rootless"
 )
@@ -78,7 +79,14 @@ func NewEnv(t testing.TB, dir string, prog Program, user *rootless.User) *Env {
 	// The wrapper has the program's base name, in case containers-storage
 	// goes by it.
 	wrapper := filepath.Join(dir, "bin", filepath.Base(prog.Path))
-	script := fmt.Sprintf("#!/bin/sh\n{ for a in \"$@\"; do printf '%%s\\t' \"$a\"; done; echo; } >>%q\nexec %q \"$@\"\n", e.callLog, prog.Path)
+	// Under `make test-uring` unionmount serves its mounts over io_uring.
+	extra := ""
+	if prog.Name == "unionmount" {
+		for _, a := range fstest.URingArgs() {
+			extra += " " + a
+		}
+	}
+	script := fmt.Sprintf("#!/bin/sh\n{ for a in \"$@\"; do printf '%%s\\t' \"$a\"; done; echo; } >>%q\nexec %q%s \"$@\"\n", e.callLog, prog.Path, extra)
 	if err := os.Mkdir(filepath.Dir(wrapper), 0o755); err != nil {
 		t.Fatal(err)
 	}
