@@ -46,7 +46,7 @@ func init() {
 				fs.StringVarP(&o.output, "output", "o", "", "archive to write (default stdout, if it is not a terminal)")
 				fs.StringVar(&o.format, "format", store.FormatOCIArchive, "archive format: oci-archive or docker-archive")
 				fs.StringVar(&o.layout, "layout", "", "write an OCI image layout in this directory instead")
-				fs.StringVar(&o.compression, "compression", "gzip", "layer compression in OCI formats: gzip, zstd or none")
+				fs.StringVar(&o.compression, "compression", "gzip", "layer compression in OCI formats: gzip, zstd, estargz (gzip that a lazy pull reads file by file; new image IDs) or none")
 				fs.BoolVarP(&o.quiet, "quiet", "q", false, "no progress")
 			},
 			run: cmdSave,

@@ -117,7 +117,7 @@ type command struct {
 type cmdOpts struct {
 	quiet, all, size, force, rm, attach, detach, noTrunc bool
 	format, output, layout, message, author, name, workdir, user, hostname,
-	runtime, entrypoint, typ, compression, input string
+	runtime, entrypoint, typ, compression, compressionFormat, input string
 	env, volumes, volumesFrom []string
 	entrypointSet             bool
 	build                     buildFlags // build.go

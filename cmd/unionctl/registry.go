@@ -37,6 +37,7 @@ func init() {
 			flags: func(fs *pflag.FlagSet, o *cmdOpts) {
 				registryFlags(fs, o)
 				fs.BoolVarP(&o.quiet, "quiet", "q", false, "no progress")
+				fs.StringVar(&o.compressionFormat, "compression-format", "gzip", "layers unionctl makes: gzip, or estargz (gzip that a lazy pull can read file by file; a new image ID)")
 			},
 			run: cmdPush,
 		},
@@ -161,13 +162,21 @@ func cmdPush(a *app, o *cmdOpts, args []string) error {
 	if dest.Digest != "" {
 		return usagef("push: %q: push to NAME[:TAG], not to a digest", destArg)
 	}
+	ropts := o.registryOptions()
+	switch o.compressionFormat {
+	case "gzip":
+	case "estargz":
+		ropts.Estargz = true
+	default:
+		return usagef("push: --compression-format %q: use gzip or estargz", o.compressionFormat)
+	}
 	ctx, stop := interruptible()
 	defer stop()
 	pp := newPushProgress(a.stderr, o.quiet, isTerminal(a.stderr))
 	if pp.tty {
 		fmt.Fprintf(a.stderr, "The push refers to repository [%s]\n", dest.Name())
 	}
-	res, err := registry.Push(ctx, a.st, img, dest, o.registryOptions(), pp.event)
+	res, err := registry.Push(ctx, a.st, img, dest, ropts, pp.event)
 	pp.finish()
 	if err != nil {
 		return fmt.Errorf("%w (the registry may hold some of the blobs; the store is unchanged)", err)

@@ -1,0 +1,148 @@
+package main
+
+import (
+	"compress/gzip"
+	"encoding/json"
+	"io"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/containerd/stargz-snapshotter/estargz"
+	"github.com/opencontainers/go-digest"
+	v1 "github.com/opencontainers/image-spec/specs-go/v1"
+
+	"github.com/unionmount/unionmount/image/imagetest"
+	"github.com/unionmount/unionmount/image/layer"
+	"github.com/unionmount/unionmount/image/registrytest"
+	"github.com/unionmount/unionmount/internal/fstest"
+)
+
+// checkEstargzLayout checks the image tagged tag in the OCI layout dir as
+// an eStargz image: every layer is gzip whose uncompressed digest is the
+// config's diff_id, carries the TOC digest and uncompressed size
+// annotations, and the estargz reader verifies its TOC against the
+// annotated digest.
+func checkEstargzLayout(t *testing.T, dir, tag string) {
+	t.Helper()
+	blob := func(d digest.Digest) string { return filepath.Join(dir, "blobs", d.Algorithm().String(), d.Encoded()) }
+	readJSON := func(p string, v any) {
+		t.Helper()
+		b, err := os.ReadFile(p)
+		if err == nil {
+			err = json.Unmarshal(b, v)
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	var idx v1.Index
+	readJSON(filepath.Join(dir, "index.json"), &idx)
+	var md digest.Digest
+	for _, d := range idx.Manifests {
+		if n := d.Annotations[v1.AnnotationRefName]; n == tag || strings.HasSuffix(n, ":"+tag) {
+			md = d.Digest
+		}
+	}
+	if md == "" {
+		t.Fatalf("no manifest tagged %s in %s: %+v", tag, dir, idx.Manifests)
+	}
+	var m v1.Manifest
+	readJSON(blob(md), &m)
+	var cfg v1.Image
+	readJSON(blob(m.Config.Digest), &cfg)
+	if len(m.Layers) == 0 || len(m.Layers) != len(cfg.RootFS.DiffIDs) {
+		t.Fatalf("%d layers, %d diff_ids", len(m.Layers), len(cfg.RootFS.DiffIDs))
+	}
+	for i, d := range m.Layers {
+		if d.MediaType != v1.MediaTypeImageLayerGzip {
+			t.Errorf("layer %d: media type %s", i, d.MediaType)
+		}
+		toc := digest.Digest(d.Annotations[layer.AnnotationTOCDigest])
+		if toc.Validate() != nil || d.Annotations[layer.AnnotationUncompressedSize] == "" {
+			t.Errorf("layer %d: annotations %v", i, d.Annotations)
+			continue
+		}
+		f, err := os.Open(blob(d.Digest))
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer f.Close()
+		zr, err := gzip.NewReader(f)
+		if err != nil {
+			t.Fatalf("layer %d: %v", i, err)
+		}
+		h := digest.SHA256.Digester()
+		n, err := io.Copy(h.Hash(), zr)
+		if err != nil {
+			t.Fatalf("layer %d: gunzip: %v", i, err)
+		}
+		if h.Digest() != cfg.RootFS.DiffIDs[i] {
+			t.Errorf("layer %d: uncompressed digest %s, config diff_id %s", i, h.Digest(), cfg.RootFS.DiffIDs[i])
+		}
+		if want := d.Annotations[layer.AnnotationUncompressedSize]; want != itoa(n) {
+			t.Errorf("layer %d: uncompressed size %d, annotated %s", i, n, want)
+		}
+		r, err := estargz.Open(io.NewSectionReader(f, 0, d.Size))
+		if err != nil {
+			t.Fatalf("layer %d: estargz.Open: %v", i, err)
+		}
+		if _, err := r.VerifyTOC(toc); err != nil {
+			t.Errorf("layer %d: VerifyTOC: %v", i, err)
+		}
+	}
+}
+
+func itoa(n int64) string { b, _ := json.Marshal(n); return string(b) }
+
+// TestRegistryPushEstargz: push --compression-format estargz writes an
+// image whose layers are eStargz (TOC digest annotation, verified TOC) and
+// which every other tool reads as an ordinary gzip image: skopeo copies
+// it (checking blob digests), umoci unpacks it, podman runs it, and a
+// plain unionctl pull runs it too. save --compression estargz writes the
+// same kind of layout. An unknown format is one line and exit 2.
+func TestRegistryPushEstargz(t *testing.T) {
+	fstest.RequireFUSE(t)
+	registrytest.Require(t, "skopeo", "umoci")
+	reg := registrytest.Start(t, registrytest.Options{})
+	reg.Seed(t, "oci:"+registrytest.BusyboxLayout(t, 1)+":base", "bb:1")
+	host := reg.Host
+	s := imagetest.NewSession(t)
+	s.Must(nil, "pull", "-q", "--tls-verify=false", host+"/bb:1")
+
+	r := s.Run(nil, "push", "--tls-verify=false", "--compression-format", "zstd:chunked", host+"/bb:1", host+"/bb:esgz")
+	if r.Code != 2 || strings.Count(strings.TrimSpace(r.Stderr), "\n") != 0 || !strings.Contains(r.Stderr, "estargz") {
+		t.Errorf("unknown format: %v", r)
+	}
+	out := s.Must(nil, "push", "--tls-verify=false", "--compression-format", "estargz", host+"/bb:1", host+"/bb:esgz").Stdout
+	t.Logf("push: %s", out)
+
+	dir := t.TempDir()
+	lay := filepath.Join(dir, "lay")
+	sh(t, "", "skopeo", "copy", "--quiet", "--src-tls-verify=false", "docker://"+host+"/bb:esgz", "oci:"+lay+":esgz")
+	checkEstargzLayout(t, lay, "esgz")
+	sh(t, dir, "umoci", "unpack", "--image", lay+":esgz", filepath.Join(dir, "b"))
+	for name, want := range map[string]string{"etc/motd": "welcome\n", "layer/1": "layer 1\n"} {
+		if b, err := os.ReadFile(filepath.Join(dir, "b", "rootfs", name)); err != nil || string(b) != want {
+			t.Errorf("umoci unpack: /%s = %q, %v", name, b, err)
+		}
+	}
+
+	if got := s.Must(nil, "pull", "-q", "--tls-verify=false", host+"/bb:esgz").Stdout; strings.TrimSpace(got) == "" {
+		t.Errorf("pull printed no ID")
+	}
+	if got := s.Must(nil, "run", "--rm", host+"/bb:esgz", "cat", "/etc/motd", "/layer/1").Stdout; got != "welcome\nlayer 1\n" {
+		t.Errorf("run of the pulled eStargz image: %q", got)
+	}
+
+	p := newPodman(t)
+	p.must("pull", "--quiet", "--tls-verify=false", host+"/bb:esgz")
+	if got := p.must("run", "--rm", "--network", "none", "--runtime", "runc", host+"/bb:esgz", "cat", "/layer/1"); got != "layer 1\n" {
+		t.Errorf("podman run: %q", got)
+	}
+
+	saved := filepath.Join(dir, "saved")
+	s.Must(nil, "save", "--compression", "estargz", "--layout", saved, host+"/bb:1")
+	checkEstargzLayout(t, saved, "1")
+}
