@@ -1,9 +1,11 @@
 package main
 
 import (
+	"bytes"
 	"compress/gzip"
 	"encoding/json"
 	"io"
+	"net/http"
 	"os"
 	"path/filepath"
 	"strings"
@@ -145,4 +147,122 @@ func TestRegistryPushEstargz(t *testing.T) {
 	saved := filepath.Join(dir, "saved")
 	s.Must(nil, "save", "--compression", "estargz", "--layout", saved, host+"/bb:1")
 	checkEstargzLayout(t, saved, "1")
+}
+
+// TestRegistryPullLazy: pull --lazy of an eStargz image fetches the
+// config and, per layer, the footer and the TOC (2 Range requests), and
+// registers the image as lazy: images and inspect say so (0% fetched),
+// and what needs whole layers (run, push, save) refuses it in one line,
+// creating nothing. A plain pull then completes it (the lazy records go)
+// and it runs. A manifest whose toc.digest is wrong refuses the lazy pull
+// in one line and stores nothing. rmi removes a lazy image's records.
+func TestRegistryPullLazy(t *testing.T) {
+	fstest.RequireFUSE(t)
+	registrytest.Require(t, "skopeo", "umoci")
+	reg := registrytest.Start(t, registrytest.Options{})
+	reg.Seed(t, "oci:"+registrytest.BusyboxLayout(t, 1)+":base", "bb:1")
+	seed := imagetest.NewSession(t)
+	seed.Must(nil, "pull", "-q", "--tls-verify=false", reg.Host+"/bb:1")
+	seed.Must(nil, "push", "-q", "--tls-verify=false", "--compression-format", "estargz", reg.Host+"/bb:1", reg.Host+"/bb:esgz")
+
+	c := reg.Counting(t)
+	ref := c.Host + "/bb:esgz"
+	s := imagetest.NewSession(t)
+	out := s.Must(nil, "pull", "--lazy", "--tls-verify=false", ref).Stdout
+	n := c.Take()
+	t.Logf("pull --lazy: %q; requests %v", out, n)
+	if !strings.Contains(out, "2 layers, 2 lazy") || n["GET blobs"] != 5 {
+		t.Errorf("pull --lazy: %q, %d blob GETs; want 2 lazy layers and 5 GETs (config, footer and TOC of each layer)", out, n["GET blobs"])
+	}
+	if imgs := s.Must(nil, "images").Stdout; !strings.Contains(imgs, "(lazy, 0% fetched)") {
+		t.Errorf("images does not mark the lazy image:\n%s", imgs)
+	}
+	var lazyInsp []struct {
+		Size   int64
+		Lazy   *lazyInspect
+		Layers []layerInspect
+	}
+	if err := json.Unmarshal([]byte(s.Must(nil, "inspect", "--type", "image", ref).Stdout), &lazyInsp); err != nil {
+		t.Fatal(err)
+	}
+	li := lazyInsp[0]
+	if li.Lazy == nil || li.Lazy.Layers != 2 || li.Lazy.Fetched != "0%" || li.Lazy.TotalBytes == 0 || li.Size == 0 ||
+		len(li.Layers) != 2 || !li.Layers[0].Lazy || li.Layers[0].Path != "" {
+		t.Errorf("inspect of the lazy image: %+v", li)
+	}
+	for _, args := range [][]string{
+		{"run", "--rm", ref, "true"},
+		{"push", "--tls-verify=false", ref, c.Host + "/bb:again"},
+		{"save", "--layout", filepath.Join(t.TempDir(), "l"), ref},
+	} {
+		r := s.Run(nil, args...)
+		if r.Code == 0 || strings.Count(strings.TrimSpace(r.Stderr), "\n") != 0 || !strings.Contains(r.Stderr, "unionctl pull "+ref) {
+			t.Errorf("%s of a lazy image: %v; want one line that says to pull it", args[0], r)
+		}
+	}
+	if ps := s.Must(nil, "ps", "-a", "-q").Stdout; ps != "" {
+		t.Errorf("a refused run left containers: %q", ps)
+	}
+
+	out = s.Must(nil, "pull", "--tls-verify=false", ref).Stdout
+	n = c.Take()
+	t.Logf("pull to complete: %q; requests %v", out, n)
+	if n["GET blobs"] != 3 {
+		t.Errorf("completing pull made %d blob GETs, want 3 (config, 2 layers)", n["GET blobs"])
+	}
+	if imgs := s.Must(nil, "images").Stdout; strings.Contains(imgs, "lazy") {
+		t.Errorf("completed image still marked:\n%s", imgs)
+	}
+	if got := s.Must(nil, "run", "--rm", ref, "cat", "/etc/motd", "/layer/1").Stdout; got != "welcome\nlayer 1\n" {
+		t.Errorf("run after completing: %q", got)
+	}
+	if ents, _ := os.ReadDir(filepath.Join(s.Root, "lazy")); len(ents) != 0 {
+		t.Errorf("lazy records left after completion: %v", ents)
+	}
+
+	// rmi of a lazy image removes its records.
+	s2 := imagetest.NewSession(t)
+	s2.Must(nil, "pull", "-q", "--lazy", "--tls-verify=false", ref)
+	s2.Must(nil, "rmi", ref)
+	if ents, _ := os.ReadDir(filepath.Join(s2.Root, "lazy")); len(ents) != 0 {
+		t.Errorf("lazy records left after rmi: %v", ents)
+	}
+
+	// The same manifest with the first layer's toc.digest on the second.
+	raw := sh(t, "", "skopeo", "inspect", "--raw", "--tls-verify=false", "docker://"+reg.Host+"/bb:esgz")
+	var m v1.Manifest
+	if err := json.Unmarshal([]byte(raw), &m); err != nil {
+		t.Fatal(err)
+	}
+	m.Layers[1].Annotations[layer.AnnotationTOCDigest] = m.Layers[0].Annotations[layer.AnnotationTOCDigest]
+	bad, _ := json.Marshal(m)
+	putManifest(t, reg.Host, "bb", "bad", bad)
+	s3 := imagetest.NewSession(t)
+	r := s3.Run(nil, "pull", "--lazy", "--tls-verify=false", reg.Host+"/bb:bad")
+	t.Logf("tampered: %s", r.Stderr)
+	if r.Code == 0 || strings.Count(strings.TrimSpace(r.Stderr), "\n") != 0 || !strings.Contains(r.Stderr, "toc.digest") {
+		t.Errorf("lazy pull with a wrong TOC digest: %v; want one line about the TOC digest", r)
+	}
+	if imgs := imagetest.Lines(s3.Must(nil, "images", "-q").Stdout); len(imgs) != 0 {
+		t.Errorf("a refused lazy pull stored images: %v", imgs)
+	}
+	if ents, _ := os.ReadDir(filepath.Join(s3.Root, "lazy")); len(ents) != 0 {
+		t.Errorf("a refused lazy pull stored lazy layers: %v", ents)
+	}
+}
+
+// putManifest puts an OCI manifest at REPO:TAG of the registry at host
+// (plain HTTP).
+func putManifest(t *testing.T, host, repo, tag string, raw []byte) {
+	t.Helper()
+	req, _ := http.NewRequest(http.MethodPut, "http://"+host+"/v2/"+repo+"/manifests/"+tag, bytes.NewReader(raw))
+	req.Header.Set("Content-Type", v1.MediaTypeImageManifest)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusCreated {
+		t.Fatalf("put manifest %s:%s: %s", repo, tag, resp.Status)
+	}
 }

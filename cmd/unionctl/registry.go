@@ -25,6 +25,7 @@ func init() {
 			summary: "Fetch an image from a registry (busybox is docker.io/library/busybox:latest).",
 			flags: func(fs *pflag.FlagSet, o *cmdOpts) {
 				fs.StringVar(&o.platform, "platform", "", "OS/ARCH[/VARIANT] to pick from a manifest list (default: this machine's)")
+				fs.BoolVar(&o.lazy, "lazy", false, "fetch only the manifest, the config and each eStargz layer's TOC (verified); layers are fetched as they are read (other layers in full)")
 				registryFlags(fs, o)
 				fs.BoolVarP(&o.quiet, "quiet", "q", false, "no progress; print only the image ID")
 				maxLayerSizeFlag(fs, o)
@@ -95,7 +96,11 @@ func cmdPull(a *app, o *cmdOpts, args []string) error {
 	if pp.tty {
 		fmt.Fprintf(a.stderr, "%s: Pulling from %s\n", tagOrDigest(ref), ref.Name())
 	}
-	r, res, err := registry.Pull(ctx, a.st, ref, o.registryOptions(), pp.event)
+	pull := registry.Pull
+	if o.lazy {
+		pull = registry.PullLazy
+	}
+	r, res, err := pull(ctx, a.st, ref, o.registryOptions(), pp.event)
 	pp.finish()
 	if err != nil {
 		return fmt.Errorf("%w%s", err, pullHint(err))
@@ -110,6 +115,9 @@ func cmdPull(a *app, o *cmdOpts, args []string) error {
 			status = "Image is up to date for " + name
 		}
 		fmt.Fprintf(a.stdout, "Digest: %s\nStatus: %s\n%s\n", r.Source.ManifestDigest, status, name)
+	case o.lazy:
+		fmt.Fprintf(a.stdout, "%s: pulled %s lazily, image %s: %d layers, %d lazy, %d blobs fetched\n",
+			name, r.Source.ManifestDigest, shortID(res.Image.ID, false), len(r.Source.Layers), len(a.st.LazyLayers(res.Image)), res.Fetched)
 	default:
 		fmt.Fprintf(a.stdout, "%s: pulled %s, image %s: %d layers, %d blobs fetched\n",
 			name, r.Source.ManifestDigest, shortID(res.Image.ID, false), len(r.Source.Layers), res.Fetched)

@@ -13,12 +13,14 @@ import (
 
 	"github.com/containerd/stargz-snapshotter/estargz"
 	"github.com/google/go-containerregistry/pkg/authn"
+	"github.com/google/go-containerregistry/pkg/name"
 	"github.com/google/go-containerregistry/pkg/v1/remote/transport"
 	"github.com/opencontainers/go-digest"
 	v1 "github.com/opencontainers/image-spec/specs-go/v1"
 
 	"github.com/unionmount/unionmount/image"
 	"github.com/unionmount/unionmount/image/layer"
+	"github.com/unionmount/unionmount/image/store"
 )
 
 // A lazy pull reads parts of layer blobs with HTTP Range requests: the
@@ -49,9 +51,18 @@ type BlobReader struct {
 	fetched  atomic.Int64
 }
 
-// OpenBlob returns a reader of the blob d of ref's repository. Nothing is
-// fetched until the first ReadAt (apart from the registry's auth ping).
-func OpenBlob(ctx context.Context, ref image.Remote, d v1.Descriptor, opts Options) (*BlobReader, error) {
+// BlobClient reads blobs of one repository by Range requests; its
+// transport authenticates (one ping, tokens fetched and refreshed as
+// needed) for every blob it opens.
+type BlobClient struct {
+	ref    image.Remote
+	repo   name.Repository
+	client *http.Client
+	opts   Options
+}
+
+// NewBlobClient returns a client for the blobs of ref's repository.
+func NewBlobClient(ctx context.Context, ref image.Remote, opts Options) (*BlobClient, error) {
 	repo, err := opts.repository(ref)
 	if err != nil {
 		return nil, err
@@ -64,13 +75,19 @@ func OpenBlob(ctx context.Context, ref image.Remote, d v1.Descriptor, opts Optio
 	if err != nil {
 		return nil, err
 	}
-	what := "blob " + d.Digest.Encoded()[:12] + " of " + ref.Name()
 	rt, err := transport.NewWithContext(ctx, repo.Registry, auth, tr, []string{repo.Scope(transport.PullScope)})
 	if err != nil {
-		return nil, opts.explain(ref.Registry, err, what)
+		return nil, opts.explain(ref.Registry, err, "blobs of "+ref.Name())
 	}
-	u := url.URL{Scheme: repo.Registry.Scheme(), Host: repo.RegistryStr(), Path: fmt.Sprintf("/v2/%s/blobs/%s", repo.RepositoryStr(), d.Digest)}
-	return &BlobReader{ctx: ctx, client: &http.Client{Transport: rt}, url: u.String(), size: d.Size, what: what, host: ref.Registry, opts: opts}, nil
+	return &BlobClient{ref: ref, repo: repo, client: &http.Client{Transport: rt}, opts: opts}, nil
+}
+
+// Open returns a reader of the blob d. Nothing is fetched until the first
+// ReadAt.
+func (c *BlobClient) Open(ctx context.Context, d v1.Descriptor) *BlobReader {
+	u := url.URL{Scheme: c.repo.Registry.Scheme(), Host: c.repo.RegistryStr(), Path: fmt.Sprintf("/v2/%s/blobs/%s", c.repo.RepositoryStr(), d.Digest)}
+	return &BlobReader{ctx: ctx, client: c.client, url: u.String(), size: d.Size,
+		what: "blob " + d.Digest.Encoded()[:12] + " of " + c.ref.Name(), host: c.ref.Registry, opts: c.opts}
 }
 
 // Size is the blob's size, as its descriptor says.
@@ -169,6 +186,87 @@ type LazyLayer struct {
 	TOC      *estargz.Reader
 	Verifier estargz.TOCEntryVerifier
 	Blob     *BlobReader
+	// Tail is the blob from TailOffset to its end: the TOC (compressed)
+	// and the footer. Kept, it opens the layer again without the network.
+	Tail       []byte
+	TailOffset int64
+}
+
+// MaxTOCTail bounds the compressed TOC and footer read into memory (the
+// TOC of a layer with a million files is about 100 MB of JSON, a tenth of
+// it compressed).
+const MaxTOCTail = 64 << 20
+
+// TailReaderAt reads a blob of size Size whose end, from TailOffset, is
+// Tail in memory; other bytes come from Rest.
+type TailReaderAt struct {
+	Tail       []byte
+	TailOffset int64
+	Rest       io.ReaderAt
+}
+
+// ReadAt serves p from the tail where it can, from Rest before it.
+func (t *TailReaderAt) ReadAt(p []byte, off int64) (int, error) {
+	if off >= t.TailOffset {
+		i := off - t.TailOffset
+		if i >= int64(len(t.Tail)) {
+			return 0, io.EOF
+		}
+		n := copy(p, t.Tail[i:])
+		if n < len(p) {
+			return n, io.EOF
+		}
+		return n, nil
+	}
+	if off+int64(len(p)) <= t.TailOffset {
+		return t.Rest.ReadAt(p, off)
+	}
+	head := t.TailOffset - off
+	n, err := t.Rest.ReadAt(p[:head], off)
+	if err != nil {
+		return n, err
+	}
+	m, err := t.ReadAt(p[head:], t.TailOffset)
+	return n + m, err
+}
+
+// OpenTOC opens an eStargz blob of size from its tail (see LazyLayer)
+// and verifies the TOC against tocDigest: ErrTOCMismatch if it differs.
+// rest serves the bytes before the tail (chunk reads).
+func OpenTOC(tail []byte, tailOffset, size int64, rest io.ReaderAt, tocDigest digest.Digest) (*estargz.Reader, estargz.TOCEntryVerifier, error) {
+	tr, err := estargz.Open(io.NewSectionReader(&TailReaderAt{Tail: tail, TailOffset: tailOffset, Rest: rest}, 0, size))
+	if err != nil {
+		return nil, nil, fmt.Errorf("%w: cannot read its eStargz TOC: %v", image.ErrCorrupt, err)
+	}
+	v, err := tr.VerifyTOC(tocDigest)
+	if err != nil {
+		return nil, nil, fmt.Errorf("%w (the TOC hashes to %s, the manifest says %s)", ErrTOCMismatch, tr.TOCDigest(), tocDigest)
+	}
+	return tr, v, nil
+}
+
+// TOCSize is what a layer's files take, from its TOC: regular file bytes
+// (each hard-linked file once) and symlink targets, as store.Layer.Size.
+func TOCSize(tr *estargz.Reader) int64 {
+	var n int64
+	var walk func(e *estargz.TOCEntry)
+	walk = func(e *estargz.TOCEntry) {
+		e.ForeachChild(func(_ string, c *estargz.TOCEntry) bool {
+			switch c.Type {
+			case "reg":
+				n += c.Size
+			case "symlink":
+				n += int64(len(c.LinkName))
+			case "dir":
+				walk(c)
+			}
+			return true
+		})
+	}
+	if root, ok := tr.Lookup(""); ok {
+		walk(root)
+	}
+	return n
 }
 
 // Lazy reports whether the layer is read lazily.
@@ -196,6 +294,7 @@ func EstargzTOCDigest(d v1.Descriptor) (digest.Digest, bool, error) {
 func OpenLazy(ctx context.Context, r *Resolved, opts Options) ([]*LazyLayer, error) {
 	what := "pull --lazy " + r.Ref.String()
 	var out []*LazyLayer
+	var bc *BlobClient
 	for i, d := range r.Source.Layers {
 		ll := &LazyLayer{Descriptor: d}
 		out = append(out, ll)
@@ -206,24 +305,61 @@ func OpenLazy(ctx context.Context, r *Resolved, opts Options) ([]*LazyLayer, err
 		if !ok {
 			continue
 		}
-		br, err := OpenBlob(ctx, r.Ref, d, opts)
-		if err != nil {
-			return nil, fmt.Errorf("%s: %w", what, err)
+		if bc == nil {
+			if bc, err = NewBlobClient(ctx, r.Ref, opts); err != nil {
+				return nil, fmt.Errorf("%s: %w", what, err)
+			}
 		}
-		tr, err := estargz.Open(io.NewSectionReader(br, 0, br.Size()))
+		br := bc.Open(ctx, d)
+		layerWhat := fmt.Sprintf("%s: layer %d (blob %s)", what, i+1, d.Digest.Encoded()[:12])
+		tocOff, _, err := estargz.OpenFooter(io.NewSectionReader(br, 0, br.Size()))
 		if err != nil {
 			if ctx.Err() != nil {
 				return nil, fmt.Errorf("%s: %w", what, ctx.Err())
 			}
-			return nil, fmt.Errorf("%s: layer %d (blob %s): %w: cannot read its eStargz TOC: %v (pull it without --lazy)",
-				what, i+1, d.Digest.Encoded()[:12], image.ErrCorrupt, err)
+			return nil, fmt.Errorf("%s: %w: cannot read its eStargz footer: %v (pull it without --lazy)", layerWhat, image.ErrCorrupt, err)
 		}
-		v, err := tr.VerifyTOC(td)
+		if tocOff < 0 || tocOff >= br.Size() || br.Size()-tocOff > MaxTOCTail {
+			return nil, fmt.Errorf("%s: %w: its TOC at %d of %d bytes is out of bounds (pull it without --lazy)", layerWhat, image.ErrCorrupt, tocOff, br.Size())
+		}
+		tail := make([]byte, br.Size()-tocOff)
+		if _, err := br.ReadAt(tail, tocOff); err != nil && err != io.EOF {
+			return nil, fmt.Errorf("%s: %w", layerWhat, err)
+		}
+		tr, v, err := OpenTOC(tail, tocOff, br.Size(), br, td)
 		if err != nil {
-			return nil, fmt.Errorf("%s: layer %d (blob %s): %w (the TOC hashes to %s, the manifest says %s); refusing the lazy pull: pull it without --lazy, or tell the registry's operator",
-				what, i+1, d.Digest.Encoded()[:12], ErrTOCMismatch, tr.TOCDigest(), td)
+			hint := " (pull it without --lazy)"
+			if errors.Is(err, ErrTOCMismatch) {
+				hint = "; refusing the lazy pull: pull it without --lazy, or tell the registry's operator"
+			}
+			return nil, fmt.Errorf("%s: %w%s", layerWhat, err, hint)
 		}
-		ll.TOCDigest, ll.TOC, ll.Verifier, ll.Blob = td, tr, v, br
+		ll.TOCDigest, ll.TOC, ll.Verifier, ll.Blob, ll.Tail, ll.TailOffset = td, tr, v, br, tail, tocOff
 	}
 	return out, nil
+}
+
+// PullLazy registers ref in st lazily: manifest, config and each eStargz
+// layer's TOC (verified) are fetched, the other layers in full, as Pull
+// does. The lazy layers' content is fetched when it is read.
+func PullLazy(ctx context.Context, st *store.Store, ref image.Remote, opts Options, events func(store.PullEvent)) (*Resolved, store.PullResult, error) {
+	r, err := Resolve(ctx, ref, opts)
+	if err != nil {
+		return nil, store.PullResult{}, err
+	}
+	lls, err := OpenLazy(ctx, r, opts)
+	if err != nil {
+		return r, store.PullResult{}, err
+	}
+	lazy := map[int]store.LazyInput{}
+	for i, ll := range lls {
+		if ll.Lazy() {
+			lazy[i] = store.LazyInput{Tail: ll.Tail, TailOffset: ll.TailOffset, TOCDigest: ll.TOCDigest, Size: TOCSize(ll.TOC)}
+		}
+	}
+	res, err := st.Pull(ctx, r.Source, store.PullOptions{Jobs: opts.jobs(), Events: events, Lazy: lazy})
+	if err != nil {
+		return r, res, fmt.Errorf("pull --lazy %s: %w", ref, err)
+	}
+	return r, res, nil
 }

@@ -204,6 +204,9 @@ func (s *Store) CreateContainer(opts CreateOptions) (*Container, error) {
 	if err != nil {
 		return nil, err
 	}
+	if err := s.requireComplete(img, "create"); err != nil {
+		return nil, err
+	}
 	cfg, _, err := s.Config(img)
 	if err != nil {
 		return nil, err

@@ -103,6 +103,9 @@ func (s *Store) planPush(img *Image, host, work string, opts PushOptions) (*Push
 	if err != nil {
 		return nil, err
 	}
+	if err := s.requireComplete(cur, "push"); err != nil {
+		return nil, err
+	}
 	_, config, err := s.Config(cur)
 	if err != nil {
 		return nil, err

@@ -23,6 +23,7 @@ type transaction struct {
 	s       *Store
 	created []digest.Digest // layers
 	images  []digest.Digest
+	lazy    []digest.Digest // lazy layer records
 }
 
 func (t *transaction) rollback() {
@@ -31,6 +32,9 @@ func (t *transaction) rollback() {
 	}
 	for i := len(t.created) - 1; i >= 0; i-- {
 		t.s.discard(t.s.layerDir(t.created[i]))
+	}
+	for _, id := range t.lazy {
+		t.s.discard(t.s.lazyDir(id))
 	}
 }
 
@@ -302,6 +306,9 @@ func (s *Store) Save(imgs []*Image, w io.Writer, dir string, opts SaveOptions) (
 	for _, img := range imgs {
 		_, config, err := s.Config(img)
 		if err != nil {
+			return nil, err
+		}
+		if err := s.requireComplete(img, "save"); err != nil {
 			return nil, err
 		}
 		si := archive.SaveImage{Config: config, Names: img.Names}
