@@ -412,8 +412,8 @@ type imageInspect struct {
 // lazyInspect is how far a lazily pulled image is fetched.
 type lazyInspect struct {
 	Layers       int    `json:"Layers"`       // layers not complete
-	FetchedBytes int64  `json:"FetchedBytes"` // of their blobs, in the store's cache
-	TotalBytes   int64  `json:"TotalBytes"`   // their blobs' sizes
+	FetchedBytes int64  `json:"FetchedBytes"` // file bytes of their cached chunks
+	TotalBytes   int64  `json:"TotalBytes"`   // their file bytes (Size)
 	Fetched      string `json:"Fetched"`      // FetchedBytes/TotalBytes as "N%"
 }
 

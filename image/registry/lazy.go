@@ -9,6 +9,7 @@ import (
 	"net/url"
 	"strconv"
 	"strings"
+	"sync"
 	"sync/atomic"
 
 	"github.com/containerd/stargz-snapshotter/estargz"
@@ -20,6 +21,7 @@ import (
 
 	"github.com/unionmount/unionmount/image"
 	"github.com/unionmount/unionmount/image/layer"
+	"github.com/unionmount/unionmount/image/lazy"
 	"github.com/unionmount/unionmount/image/store"
 )
 
@@ -40,7 +42,7 @@ var ErrTOCMismatch = errors.New("eStargz TOC does not match the manifest's toc.d
 // one request.
 type BlobReader struct {
 	ctx    context.Context
-	client *http.Client
+	bc     *BlobClient
 	url    string
 	size   int64
 	what   string
@@ -53,12 +55,18 @@ type BlobReader struct {
 
 // BlobClient reads blobs of one repository by Range requests; its
 // transport authenticates (one ping, tokens fetched and refreshed as
-// needed) for every blob it opens.
+// needed) for every blob it opens. The ping is made on the first read,
+// not before: a layer whose chunks are cached opens and reads with the
+// registry gone.
 type BlobClient struct {
-	ref    image.Remote
-	repo   name.Repository
-	client *http.Client
-	opts   Options
+	ref  image.Remote
+	repo name.Repository
+	tr   http.RoundTripper
+	auth authn.Authenticator
+	opts Options
+
+	mu     sync.Mutex   // guards client
+	client *http.Client // nil until a ping succeeded
 }
 
 // NewBlobClient returns a client for the blobs of ref's repository.
@@ -75,18 +83,30 @@ func NewBlobClient(ctx context.Context, ref image.Remote, opts Options) (*BlobCl
 	if err != nil {
 		return nil, err
 	}
-	rt, err := transport.NewWithContext(ctx, repo.Registry, auth, tr, []string{repo.Scope(transport.PullScope)})
-	if err != nil {
-		return nil, opts.explain(ref.Registry, err, "blobs of "+ref.Name())
+	return &BlobClient{ref: ref, repo: repo, tr: tr, auth: auth, opts: opts}, nil
+}
+
+// httpClient is the authenticated client, made (one ping) on first use
+// and again after a failed attempt.
+func (c *BlobClient) httpClient(ctx context.Context) (*http.Client, error) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.client != nil {
+		return c.client, nil
 	}
-	return &BlobClient{ref: ref, repo: repo, client: &http.Client{Transport: rt}, opts: opts}, nil
+	rt, err := transport.NewWithContext(ctx, c.repo.Registry, c.auth, c.tr, []string{c.repo.Scope(transport.PullScope)})
+	if err != nil {
+		return nil, c.opts.explain(c.ref.Registry, err, "blobs of "+c.ref.Name())
+	}
+	c.client = &http.Client{Transport: rt}
+	return c.client, nil
 }
 
 // Open returns a reader of the blob d. Nothing is fetched until the first
 // ReadAt.
 func (c *BlobClient) Open(ctx context.Context, d v1.Descriptor) *BlobReader {
 	u := url.URL{Scheme: c.repo.Registry.Scheme(), Host: c.repo.RegistryStr(), Path: fmt.Sprintf("/v2/%s/blobs/%s", c.repo.RepositoryStr(), d.Digest)}
-	return &BlobReader{ctx: ctx, client: c.client, url: u.String(), size: d.Size,
+	return &BlobReader{ctx: ctx, bc: c, url: u.String(), size: d.Size,
 		what: "blob " + d.Digest.Encoded()[:12] + " of " + c.ref.Name(), host: c.ref.Registry, opts: c.opts}
 }
 
@@ -104,6 +124,11 @@ func (b *BlobReader) Fetched() int64 { return b.fetched.Load() }
 // that ignores the Range header (200 and the whole blob) still works: the
 // bytes before off are skipped.
 func (b *BlobReader) ReadAt(p []byte, off int64) (int, error) {
+	return b.ReadAtContext(b.ctx, p, off)
+}
+
+// ReadAtContext is ReadAt bounded by ctx (a read's deadline).
+func (b *BlobReader) ReadAtContext(ctx context.Context, p []byte, off int64) (int, error) {
 	if off < 0 || off >= b.size {
 		return 0, io.EOF
 	}
@@ -115,14 +140,18 @@ func (b *BlobReader) ReadAt(p []byte, off int64) (int, error) {
 	if want == 0 {
 		return 0, nil
 	}
-	req, err := http.NewRequestWithContext(b.ctx, http.MethodGet, b.url, nil)
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, b.url, nil)
 	if err != nil {
 		return 0, err
 	}
 	req.Header.Set("Range", fmt.Sprintf("bytes=%d-%d", off, off+want-1))
 	req.Header.Set("User-Agent", cmpOr(b.opts.UserAgent, userAgent))
+	client, err := b.bc.httpClient(ctx)
+	if err != nil {
+		return 0, err
+	}
 	b.requests.Add(1)
-	resp, err := b.client.Do(req)
+	resp, err := client.Do(req)
 	if err != nil {
 		return 0, b.opts.explain(b.host, err, b.what)
 	}
@@ -362,4 +391,41 @@ func PullLazy(ctx context.Context, st *store.Store, ref image.Remote, opts Optio
 		return r, res, fmt.Errorf("pull --lazy %s: %w", ref, err)
 	}
 	return r, res, nil
+}
+
+// OpenStoredLazy opens the lazy layer id of st for reading: its TOC from
+// the stored tail (verified again), chunks from the repository the blob
+// was pulled from, cached in the layer's cache directory (at most
+// cacheMax bytes; 0: no bound).
+func OpenStoredLazy(ctx context.Context, st *store.Store, id digest.Digest, opts Options, lopts lazy.Options, cacheMax int64) (*lazy.Layer, error) {
+	rec, err := st.LazyLayer(id)
+	if err != nil {
+		return nil, err
+	}
+	what := "lazy layer " + id.Encoded()[:12]
+	if len(rec.Blob.Repos) == 0 {
+		return nil, fmt.Errorf("%s: %w: no repository is known to hold its blob", what, image.ErrNotFound)
+	}
+	ref, err := image.ParseRemote(rec.Blob.Repos[0] + "@" + rec.Blob.Digest.String())
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", what, err)
+	}
+	tail, err := st.LazyTail(id)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", what, err)
+	}
+	bc, err := NewBlobClient(ctx, ref, opts)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", what, err)
+	}
+	br := bc.Open(ctx, v1.Descriptor{Digest: rec.Blob.Digest, Size: rec.Blob.Size})
+	tr, v, err := OpenTOC(tail, rec.TailOffset, rec.Blob.Size, br, rec.TOCDigest)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", what, err)
+	}
+	cache, err := lazy.OpenCache(st.LazyCache(id), cacheMax)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", what, err)
+	}
+	return lazy.New(tr, v, br, cache, lopts), nil
 }

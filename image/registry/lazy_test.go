@@ -1,17 +1,23 @@
 package registry
 
 import (
+	"bytes"
+	"compress/gzip"
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"io"
 	"net/http"
 	"net/http/httptest"
 	"net/http/httputil"
 	"net/url"
+	"os"
+	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/google/go-containerregistry/pkg/v1/remote"
 	"github.com/google/go-containerregistry/pkg/v1/types"
@@ -20,7 +26,9 @@ import (
 
 	"github.com/unionmount/unionmount/image"
 	"github.com/unionmount/unionmount/image/layer"
+	"github.com/unionmount/unionmount/image/lazy"
 	"github.com/unionmount/unionmount/image/registrytest"
+	"github.com/unionmount/unionmount/image/store"
 )
 
 // rangeProxy sits between the client and a real registry: it refuses
@@ -30,6 +38,10 @@ import (
 type rangeProxy struct {
 	host        string
 	ignoreRange bool
+	// mode "hang": every request waits until the client gives up;
+	// "tamper": a blob range request gets a well-formed gzip member of
+	// other bytes ("wElcome\n"), padded to the length asked for.
+	mode string
 
 	mu       sync.Mutex
 	requests int
@@ -41,6 +53,13 @@ func newRangeProxy(t *testing.T, target string) *rangeProxy {
 	p := &rangeProxy{}
 	rp := httputil.NewSingleHostReverseProxy(u)
 	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		p.mu.Lock()
+		mode := p.mode
+		p.mu.Unlock()
+		if mode == "hang" {
+			<-r.Context().Done()
+			return
+		}
 		if !strings.Contains(r.URL.Path, "/blobs/") || r.Method != http.MethodGet {
 			rp.ServeHTTP(w, r)
 			return
@@ -56,6 +75,21 @@ func newRangeProxy(t *testing.T, target string) *rangeProxy {
 		if ignore {
 			r.Header.Del("Range")
 		}
+		if mode == "tamper" {
+			var start, end int64
+			if _, err := fmt.Sscanf(r.Header.Get("Range"), "bytes=%d-%d", &start, &end); err == nil {
+				var b bytes.Buffer
+				zw := gzip.NewWriter(&b)
+				zw.Write([]byte("wElcome\n"))
+				zw.Close()
+				body := make([]byte, end-start+1)
+				copy(body, b.Bytes())
+				w.Header().Set("Content-Range", fmt.Sprintf("bytes %d-%d/*", start, end))
+				w.WriteHeader(http.StatusPartialContent)
+				w.Write(body)
+				return
+			}
+		}
 		rp.ServeHTTP(&countingResponse{ResponseWriter: w, p: p}, r)
 	}))
 	t.Cleanup(srv.Close)
@@ -66,6 +100,12 @@ func newRangeProxy(t *testing.T, target string) *rangeProxy {
 func (p *rangeProxy) setIgnoreRange(b bool) {
 	p.mu.Lock()
 	p.ignoreRange = b
+	p.mu.Unlock()
+}
+
+func (p *rangeProxy) setMode(m string) {
+	p.mu.Lock()
+	p.mode = m
 	p.mu.Unlock()
 }
 
@@ -197,5 +237,142 @@ func TestOpenLazyRealRegistry(t *testing.T) {
 	t.Logf("tampered: %v", err)
 	if _, ok, err := EstargzTOCDigest(v1.Descriptor{Digest: digest.FromString("x"), Annotations: map[string]string{layer.AnnotationTOCDigest: "nonsense"}}); ok || !errors.Is(err, image.ErrCorrupt) {
 		t.Errorf("malformed annotation: %v %v", ok, err)
+	}
+}
+
+// estargzRegistry is a registry holding bb:1 (busybox and /layer/1, as
+// skopeo put it there) and bb:esgz (the same pushed as eStargz), and the
+// store that pulled bb:1 fully.
+func estargzRegistry(t *testing.T) (*registrytest.Registry, *store.Store, *store.Image) {
+	registrytest.Require(t, "skopeo", "umoci")
+	reg := registrytest.Start(t, registrytest.Options{})
+	reg.Seed(t, "oci:"+registrytest.BusyboxLayout(t, 1)+":base", "bb:1")
+	s := newStore(t)
+	opts := testOptions(t)
+	ctx := context.Background()
+	src, _ := image.ParseRemote(reg.Host + "/bb:1")
+	_, res, err := Pull(ctx, s, src, opts, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	eopts := opts
+	eopts.Estargz = true
+	dst, _ := image.ParseRemote(reg.Host + "/bb:esgz")
+	if _, err := Push(ctx, s, res.Image, dst, eopts, nil); err != nil {
+		t.Fatal(err)
+	}
+	return reg, s, res.Image
+}
+
+// TestLazyLayerReads: a layer registered by PullLazy reads through
+// OpenStoredLazy with the bytes of the fully pulled layer, fetching each
+// chunk once. Through a proxy that flips bytes, an uncached chunk fails
+// with ErrTampered and no byte is served. With the registry hanging, an
+// uncached read fails with ErrUnavailable (at the deadline) while cached
+// chunks are served; when it answers again the same layer reads on. A
+// new open of the layer (a restart) reads cached chunks without the
+// registry. A cache bound evicts.
+func TestLazyLayerReads(t *testing.T) {
+	reg, full, fullImg := estargzRegistry(t)
+	p := newRangeProxy(t, reg.Host)
+	opts := testOptions(t)
+	ctx := context.Background()
+	st := newStore(t)
+	ref, _ := image.ParseRemote(p.host + "/bb:esgz")
+	_, res, err := PullLazy(ctx, st, ref, opts, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	base := res.Image.Layers[0]
+	want := func(name string) []byte {
+		b, err := os.ReadFile(filepath.Join(full.LayerDiff(fullImg.Layers[0]), name))
+		if err != nil {
+			t.Fatal(err)
+		}
+		return b
+	}
+	read := func(l *lazy.Layer, name string) ([]byte, error) {
+		e, ok := l.TOC().Lookup(name)
+		if !ok {
+			t.Fatalf("%s not in the TOC", name)
+		}
+		b := make([]byte, e.Size)
+		n, err := l.ReadFile(ctx, name, b, 0)
+		if err == io.EOF && int64(n) == e.Size {
+			err = nil
+		}
+		return b[:n], err
+	}
+	lopts := lazy.Options{Deadline: 200 * time.Millisecond}
+	p.take()
+	l, err := OpenStoredLazy(ctx, st, base, opts, lopts, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n, _ := p.take(); n != 0 {
+		t.Errorf("opening a stored lazy layer made %d blob requests", n)
+	}
+	if b, err := read(l, "bin/busybox"); err != nil || !bytes.Equal(b, want("bin/busybox")) {
+		t.Fatalf("bin/busybox: %d bytes, %v; want the %d bytes of the full pull", len(b), err, len(want("bin/busybox")))
+	}
+	n1, _ := p.take()
+	if b, err := read(l, "bin/busybox"); err != nil || !bytes.Equal(b, want("bin/busybox")) {
+		t.Fatalf("bin/busybox again: %v", err)
+	}
+	if n, _ := p.take(); n != 0 || n1 == 0 {
+		t.Errorf("first read took %d requests, the second %d; want some, then none (cached)", n1, n)
+	}
+	// Part of a file, from an offset inside it.
+	part := make([]byte, 100)
+	if n, err := l.ReadFile(ctx, "bin/busybox", part, 5000); err != nil || n != 100 || !bytes.Equal(part, want("bin/busybox")[5000:5100]) {
+		t.Errorf("ReadFile at 5000: %d, %v", n, err)
+	}
+
+	p.setMode("tamper")
+	if b, err := read(l, "etc/motd"); !errors.Is(err, lazy.ErrTampered) || len(b) != 0 {
+		t.Errorf("tampered chunk: %q, %v; want no bytes and ErrTampered", b, err)
+	}
+	p.setMode("hang")
+	if b, err := read(l, "etc/motd"); !errors.Is(err, lazy.ErrUnavailable) || len(b) != 0 {
+		t.Errorf("registry hanging: %q, %v; want ErrUnavailable", b, err)
+	}
+	if b, err := read(l, "bin/busybox"); err != nil || !bytes.Equal(b, want("bin/busybox")) {
+		t.Errorf("cached file with the registry hanging: %v", err)
+	}
+	// A restart: the layer opens and serves its cache with the registry
+	// still hanging.
+	l2, err := OpenStoredLazy(ctx, st, base, opts, lopts, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if b, err := read(l2, "bin/busybox"); err != nil || !bytes.Equal(b, want("bin/busybox")) {
+		t.Errorf("cached file after reopening, registry hanging: %v", err)
+	}
+	p.setMode("")
+	for _, l := range []*lazy.Layer{l, l2} {
+		if b, err := read(l, "etc/motd"); err != nil || string(b) != "welcome\n" {
+			t.Errorf("after the registry came back: %q, %v", b, err)
+		}
+	}
+	if frac, total := st.LazyProgress(res.Image); frac == 0 || frac > total {
+		t.Errorf("LazyProgress %d of %d", frac, total)
+	}
+
+	// A bound of one byte keeps only the chunk read last.
+	st2 := newStore(t)
+	if _, res, err = PullLazy(ctx, st2, ref, opts, nil); err != nil {
+		t.Fatal(err)
+	}
+	small, err := OpenStoredLazy(ctx, st2, res.Image.Layers[0], opts, lopts, 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, name := range []string{"bin/busybox", "etc/motd"} {
+		if _, err := read(small, name); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if ents, _ := os.ReadDir(st2.LazyCache(res.Image.Layers[0])); len(ents) != 1 {
+		t.Errorf("cache bounded to 1 byte holds %d chunks, want 1 (the last)", len(ents))
 	}
 }

@@ -93,13 +93,13 @@ func (s *Store) LazyLayers(img *Image) []*LazyLayer {
 	return out
 }
 
-// LazyProgress is how much of img's lazy layers' blobs the store holds:
-// cached bytes and the total of their blob sizes (0, 0 for an ordinary
-// image).
+// LazyProgress is how much of img's lazy layers the store holds: the
+// file bytes of the cached chunks (uncompressed, each chunk once) and of
+// the whole layers (their Size); 0, 0 for an ordinary image.
 func (s *Store) LazyProgress(img *Image) (fetched, total int64) {
 	for _, l := range s.LazyLayers(img) {
-		total += l.Blob.Size
-		fetched += dirBytes(s.LazyCache(l.ID))
+		total += l.Size
+		fetched += min(dirBytes(s.LazyCache(l.ID)), l.Size)
 	}
 	return fetched, total
 }

@@ -1,0 +1,172 @@
+package lazy
+
+import (
+	"bytes"
+	"compress/gzip"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/containerd/stargz-snapshotter/estargz"
+	"github.com/opencontainers/go-digest"
+)
+
+// Errors of a read. Each is EIO to a reader of the union.
+var (
+	// ErrTampered: a chunk from the registry does not hash to the digest
+	// the verified TOC gives it (or the TOC gives none).
+	ErrTampered = errors.New("chunk does not match its digest in the TOC")
+	// ErrUnavailable: the registry did not deliver the chunk within the
+	// deadline.
+	ErrUnavailable = errors.New("registry did not deliver the chunk")
+)
+
+// Fetcher reads bytes of the blob by range (registry.BlobReader).
+type Fetcher interface {
+	ReadAtContext(ctx context.Context, p []byte, off int64) (int, error)
+}
+
+// Options configures a Layer.
+type Options struct {
+	// Deadline bounds one chunk fetch (0: DefaultDeadline).
+	Deadline time.Duration
+}
+
+// DefaultDeadline is how long a read waits for the registry by default:
+// a few seconds on loopback, where a chunk takes milliseconds.
+const DefaultDeadline = 5 * time.Second
+
+// Layer reads the files of one eStargz blob: the TOC from the blob's
+// tail, file bytes chunk by chunk from the cache or the registry.
+type Layer struct {
+	toc      *estargz.Reader
+	verifier estargz.TOCEntryVerifier
+	fetch    Fetcher
+	cache    *Cache
+	deadline time.Duration
+
+	fetched atomic.Int64 // compressed bytes fetched from the registry
+	flights sync.Map     // digest.Digest -> *flight: one fetch per chunk at a time
+}
+
+type flight struct {
+	done chan struct{}
+	b    []byte
+	err  error
+}
+
+// New returns a layer over a TOC the caller opened and verified
+// (registry.OpenTOC), its chunk verifier, the registry and a cache.
+func New(toc *estargz.Reader, v estargz.TOCEntryVerifier, fetch Fetcher, cache *Cache, opts Options) *Layer {
+	d := opts.Deadline
+	if d <= 0 {
+		d = DefaultDeadline
+	}
+	return &Layer{toc: toc, verifier: v, fetch: fetch, cache: cache, deadline: d}
+}
+
+// TOC is the layer's verified table of contents.
+func (l *Layer) TOC() *estargz.Reader { return l.toc }
+
+// Fetched is the compressed bytes fetched from the registry so far.
+func (l *Layer) Fetched() int64 { return l.fetched.Load() }
+
+// ReadFile reads len(p) bytes of the regular file name at off (fewer
+// with io.EOF at the end of the file).
+func (l *Layer) ReadFile(ctx context.Context, name string, p []byte, off int64) (int, error) {
+	e, ok := l.toc.Lookup(name)
+	if !ok || e.Type != "reg" {
+		return 0, fmt.Errorf("lazy read %q: no regular file in the TOC", name)
+	}
+	n := 0
+	for n < len(p) {
+		if off >= e.Size {
+			return n, io.EOF
+		}
+		ce, ok := l.toc.ChunkEntryForOffset(name, off)
+		if !ok {
+			return n, fmt.Errorf("lazy read %q at %d: %w: no chunk holds the offset", name, off, ErrTampered)
+		}
+		chunk, err := l.chunk(ctx, name, ce)
+		if err != nil {
+			return n, err
+		}
+		m := copy(p[n:], chunk[off-ce.ChunkOffset:])
+		n += m
+		off += int64(m)
+	}
+	return n, nil
+}
+
+// chunk returns the verified uncompressed bytes of the chunk ce of name.
+func (l *Layer) chunk(ctx context.Context, name string, ce *estargz.TOCEntry) ([]byte, error) {
+	d, err := digest.Parse(ce.ChunkDigest)
+	if err != nil {
+		return nil, fmt.Errorf("lazy read %q: %w: the TOC gives chunk %d no digest", name, ErrTampered, ce.ChunkOffset)
+	}
+	if b, ok := l.cache.Get(d); ok && int64(len(b)) == ce.ChunkSize {
+		return b, nil
+	}
+	f := &flight{done: make(chan struct{})}
+	if prev, loaded := l.flights.LoadOrStore(d, f); loaded {
+		f = prev.(*flight)
+		select {
+		case <-f.done:
+			return f.b, f.err
+		case <-ctx.Done():
+			return nil, fmt.Errorf("lazy read %q: %w", name, ctx.Err())
+		}
+	}
+	f.b, f.err = l.fetchChunk(ctx, name, ce, d)
+	l.flights.Delete(d)
+	close(f.done)
+	return f.b, f.err
+}
+
+// fetchChunk fetches, decompresses and verifies one chunk, and caches it.
+func (l *Layer) fetchChunk(ctx context.Context, name string, ce *estargz.TOCEntry, d digest.Digest) ([]byte, error) {
+	what := fmt.Sprintf("lazy read %q, chunk at %d", name, ce.ChunkOffset)
+	clen := ce.NextOffset() - ce.Offset
+	if clen <= 0 || clen > 1<<30 || ce.ChunkSize < 0 || ce.ChunkSize > 1<<30 {
+		return nil, fmt.Errorf("%s: %w: compressed extent %d..%d", what, ErrTampered, ce.Offset, ce.NextOffset())
+	}
+	comp := make([]byte, clen)
+	fctx, cancel := context.WithTimeout(ctx, l.deadline)
+	n, err := l.fetch.ReadAtContext(fctx, comp, ce.Offset)
+	cancel()
+	l.fetched.Add(int64(n))
+	if err != nil && !(err == io.EOF && int64(n) == clen) {
+		if fctx.Err() != nil && ctx.Err() == nil {
+			return nil, fmt.Errorf("%s: %w within %v", what, ErrUnavailable, l.deadline)
+		}
+		return nil, fmt.Errorf("%s: %w: %v", what, ErrUnavailable, err)
+	}
+	zr, err := gzip.NewReader(bytes.NewReader(comp))
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w: %v", what, ErrTampered, err)
+	}
+	if _, err := io.CopyN(io.Discard, zr, ce.InnerOffset); err != nil {
+		return nil, fmt.Errorf("%s: %w: %v", what, ErrTampered, err)
+	}
+	b := make([]byte, ce.ChunkSize)
+	if _, err := io.ReadFull(zr, b); err != nil {
+		return nil, fmt.Errorf("%s: %w: %v", what, ErrTampered, err)
+	}
+	v, err := l.verifier.Verifier(ce)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w: %v", what, ErrTampered, err)
+	}
+	v.Write(b)
+	if !v.Verified() || digest.FromBytes(b) != d {
+		return nil, fmt.Errorf("%s: %w", what, ErrTampered)
+	}
+	if err := l.cache.Put(d, b); err != nil {
+		// Served all the same: the cache is a hint.
+		return b, nil
+	}
+	return b, nil
+}
