@@ -41,13 +41,13 @@ var ErrTOCMismatch = errors.New("eStargz TOC does not match the manifest's toc.d
 // followed with the Range kept). It is an io.ReaderAt; every ReadAt is
 // one request.
 type BlobReader struct {
-	ctx    context.Context
-	bc     *BlobClient
-	url    string
-	size   int64
-	what   string
-	host   string
-	opts   Options
+	ctx  context.Context
+	bc   *BlobClient
+	url  string
+	size int64
+	what string
+	host string
+	opts Options
 
 	requests atomic.Int64
 	fetched  atomic.Int64
