@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"sort"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -169,4 +170,54 @@ func (l *Layer) fetchChunk(ctx context.Context, name string, ce *estargz.TOCEntr
 		return b, nil
 	}
 	return b, nil
+}
+
+// Prefetch fetches (into the cache) every chunk that lies before the
+// layer's prefetch landmark: the files the image's builder marked as read
+// first. A layer without the landmark (.no.prefetch.landmark) has nothing
+// to prefetch. It returns how many chunks it fetched or found cached.
+func (l *Layer) Prefetch(ctx context.Context) (int, error) {
+	lm, ok := l.toc.Lookup(estargz.PrefetchLandmark)
+	if !ok {
+		return 0, nil
+	}
+	type chunkOf struct {
+		name string
+		ce   *estargz.TOCEntry
+	}
+	var chunks []chunkOf
+	seen := map[string]bool{}
+	var walk func(e *estargz.TOCEntry)
+	walk = func(e *estargz.TOCEntry) {
+		e.ForeachChild(func(_ string, c *estargz.TOCEntry) bool {
+			switch {
+			case c.Type == "dir":
+				walk(c)
+			case c.Type == "reg" && !seen[c.Name] && c.Size > 0 && c.Offset < lm.Offset:
+				seen[c.Name] = true
+				for off := int64(0); off < c.Size; {
+					ce, ok := l.toc.ChunkEntryForOffset(c.Name, off)
+					if !ok || ce.ChunkSize <= 0 {
+						break
+					}
+					if ce.Offset < lm.Offset {
+						chunks = append(chunks, chunkOf{c.Name, ce})
+					}
+					off = ce.ChunkOffset + ce.ChunkSize
+				}
+			}
+			return true
+		})
+	}
+	if root, ok := l.toc.Lookup(""); ok {
+		walk(root)
+	}
+	// In blob order: the registry reads forwards.
+	sort.Slice(chunks, func(i, j int) bool { return chunks[i].ce.Offset < chunks[j].ce.Offset })
+	for i, c := range chunks {
+		if _, err := l.chunk(ctx, c.name, c.ce); err != nil {
+			return i, fmt.Errorf("prefetch: %w", err)
+		}
+	}
+	return len(chunks), nil
 }
