@@ -49,6 +49,10 @@ type config struct {
 	readyFD int
 	// cpuProfile is where the serving daemon writes a CPU profile ("": none).
 	cpuProfile string
+	// lazyLowers are MNT=STORE/lazy/ID: the lower MNT is a lazy layer of
+	// a unionctl store, which the daemon serves there from its TOC before
+	// it mounts the union (lazy.go).
+	lazyLowers []string
 
 	// ignored lists the -o elements that have no effect, for the debug log.
 	ignored []string
@@ -73,6 +77,7 @@ type flagValues struct {
 	version, help         bool
 	readyFD               int
 	cpuProfile            string
+	lazyLowers            []string
 }
 
 // newFlagSet declares the flags; parseArgs and the usage text share it.
@@ -95,6 +100,7 @@ func newFlagSet(v *flagValues) *pflag.FlagSet {
 	fs.BoolVar(&v.lowerPassthrough, "lower-passthrough", false, "also read lower files by passthrough (handles opened before a copy-up keep the lower file)")
 	fs.BoolVar(&v.volatile, "volatile", false, "skip fsync on copy-up (the upper may be lost on a crash)")
 	fs.StringVar(&v.cpuProfile, "cpuprofile", "", "write a pprof CPU profile of the daemon to `FILE` when it exits")
+	fs.StringArrayVar(&v.lazyLowers, "lazy-lower", nil, "`MNT=STORE/lazy/ID`: the lower MNT is the lazy layer ID of a unionctl store, which the daemon serves there itself from the layer's eStargz TOC, fetching file contents from the registry on first read (set by unionctl)")
 	fs.BoolVar(&v.version, "version", false, "print the version and exit")
 	fs.BoolVarP(&v.help, "help", "h", false, "print this help and exit")
 	fs.IntVar(&v.readyFD, readyFDFlag, -1, "readiness pipe of a daemon child (internal)")
@@ -132,6 +138,7 @@ func parseArgs(args []string) (config, error) {
 	cfg.mountpoint = fs.Arg(0)
 	cfg.foreground = v.foreground
 	cfg.cpuProfile = v.cpuProfile
+	cfg.lazyLowers = v.lazyLowers
 
 	// Layers.
 	cfg.lowerSrc, cfg.upperSrc, cfg.workSrc = "--lower", "--upper", "--workdir"

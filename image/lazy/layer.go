@@ -1,6 +1,7 @@
 package lazy
 
 import (
+	"archive/tar"
 	"bytes"
 	"compress/gzip"
 	"context"
@@ -50,6 +51,11 @@ type Layer struct {
 	cache    *Cache
 	deadline time.Duration
 
+	// tocFile is the TOC's own tar entry (stargz.index.json), which the
+	// TOC does not list but every full unpack of the layer has.
+	tocHdr  *tar.Header
+	tocBody []byte
+
 	fetched atomic.Int64 // compressed bytes fetched from the registry
 	flights sync.Map     // digest.Digest -> *flight: one fetch per chunk at a time
 }
@@ -68,6 +74,31 @@ func New(toc *estargz.Reader, v estargz.TOCEntryVerifier, fetch Fetcher, cache *
 		d = DefaultDeadline
 	}
 	return &Layer{toc: toc, verifier: v, fetch: fetch, cache: cache, deadline: d}
+}
+
+// SetTail reads the TOC's own tar entry from the blob's tail (its first
+// gzip member holds the entry's header and the TOC JSON), so the layer's
+// tree has stargz.index.json as a full unpack has it.
+func (l *Layer) SetTail(tail []byte) error {
+	zr, err := gzip.NewReader(bytes.NewReader(tail))
+	if err != nil {
+		return fmt.Errorf("%w: TOC entry: %v", ErrTampered, err)
+	}
+	zr.Multistream(false)
+	tr := tar.NewReader(zr)
+	h, err := tr.Next()
+	if err != nil {
+		return fmt.Errorf("%w: TOC entry: %v", ErrTampered, err)
+	}
+	body, err := io.ReadAll(io.LimitReader(tr, 1<<30))
+	if err != nil {
+		return fmt.Errorf("%w: TOC entry: %v", ErrTampered, err)
+	}
+	if digest.FromBytes(body) != l.toc.TOCDigest() {
+		return fmt.Errorf("%w: TOC entry does not hash to the verified TOC's digest", ErrTampered)
+	}
+	l.tocHdr, l.tocBody = h, body
+	return nil
 }
 
 // TOC is the layer's verified table of contents.

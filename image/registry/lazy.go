@@ -2,6 +2,7 @@ package registry
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -380,10 +381,14 @@ func PullLazy(ctx context.Context, st *store.Store, ref image.Remote, opts Optio
 	if err != nil {
 		return r, store.PullResult{}, err
 	}
+	access, err := json.Marshal(lazyAccess{Insecure: opts.Insecure, AuthFile: opts.AuthFile, CertDir: opts.CertDir})
+	if err != nil {
+		return r, store.PullResult{}, err
+	}
 	lazy := map[int]store.LazyInput{}
 	for i, ll := range lls {
 		if ll.Lazy() {
-			lazy[i] = store.LazyInput{Tail: ll.Tail, TailOffset: ll.TailOffset, TOCDigest: ll.TOCDigest, Size: TOCSize(ll.TOC)}
+			lazy[i] = store.LazyInput{Tail: ll.Tail, TailOffset: ll.TailOffset, TOCDigest: ll.TOCDigest, Size: TOCSize(ll.TOC), Access: access}
 		}
 	}
 	res, err := st.Pull(ctx, r.Source, store.PullOptions{Jobs: opts.jobs(), Events: events, Lazy: lazy})
@@ -393,16 +398,32 @@ func PullLazy(ctx context.Context, st *store.Store, ref image.Remote, opts Optio
 	return r, res, nil
 }
 
+// lazyAccess is how a lazy layer's registry is reached, kept with the
+// layer (store.LazyLayer.Access) so that the union daemon, which has no
+// registry flags, fetches its chunks the way the pull did.
+type lazyAccess struct {
+	Insecure bool   `json:"insecure,omitempty"`
+	AuthFile string `json:"authfile,omitempty"`
+	CertDir  string `json:"cert_dir,omitempty"`
+}
+
 // OpenStoredLazy opens the lazy layer id of st for reading: its TOC from
 // the stored tail (verified again), chunks from the repository the blob
-// was pulled from, cached in the layer's cache directory (at most
-// cacheMax bytes; 0: no bound).
-func OpenStoredLazy(ctx context.Context, st *store.Store, id digest.Digest, opts Options, lopts lazy.Options, cacheMax int64) (*lazy.Layer, error) {
+// was pulled from, reached as the pull reached it, cached in the layer's
+// cache directory (at most cacheMax bytes; 0: no bound).
+func OpenStoredLazy(ctx context.Context, st *store.Store, id digest.Digest, lopts lazy.Options, cacheMax int64) (*lazy.Layer, error) {
 	rec, err := st.LazyLayer(id)
 	if err != nil {
 		return nil, err
 	}
 	what := "lazy layer " + id.Encoded()[:12]
+	var acc lazyAccess
+	if len(rec.Access) > 0 {
+		if err := json.Unmarshal(rec.Access, &acc); err != nil {
+			return nil, fmt.Errorf("%s: %w: access record: %v", what, image.ErrCorrupt, err)
+		}
+	}
+	opts := Options{Insecure: acc.Insecure, AuthFile: acc.AuthFile, CertDir: acc.CertDir}
 	if len(rec.Blob.Repos) == 0 {
 		return nil, fmt.Errorf("%s: %w: no repository is known to hold its blob", what, image.ErrNotFound)
 	}
@@ -427,5 +448,9 @@ func OpenStoredLazy(ctx context.Context, st *store.Store, id digest.Digest, opts
 	if err != nil {
 		return nil, fmt.Errorf("%s: %w", what, err)
 	}
-	return lazy.New(tr, v, br, cache, lopts), nil
+	l := lazy.New(tr, v, br, cache, lopts)
+	if err := l.SetTail(tail); err != nil {
+		return nil, fmt.Errorf("%s: %w", what, err)
+	}
+	return l, nil
 }

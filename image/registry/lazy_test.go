@@ -305,7 +305,7 @@ func TestLazyLayerReads(t *testing.T) {
 	}
 	lopts := lazy.Options{Deadline: 200 * time.Millisecond}
 	p.take()
-	l, err := OpenStoredLazy(ctx, st, base, opts, lopts, 0)
+	l, err := OpenStoredLazy(ctx, st, base, lopts, 0)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -341,7 +341,7 @@ func TestLazyLayerReads(t *testing.T) {
 	}
 	// A restart: the layer opens and serves its cache with the registry
 	// still hanging.
-	l2, err := OpenStoredLazy(ctx, st, base, opts, lopts, 0)
+	l2, err := OpenStoredLazy(ctx, st, base, lopts, 0)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -363,7 +363,7 @@ func TestLazyLayerReads(t *testing.T) {
 	if _, res, err = PullLazy(ctx, st2, ref, opts, nil); err != nil {
 		t.Fatal(err)
 	}
-	small, err := OpenStoredLazy(ctx, st2, res.Image.Layers[0], opts, lopts, 1)
+	small, err := OpenStoredLazy(ctx, st2, res.Image.Layers[0], lopts, 1)
 	if err != nil {
 		t.Fatal(err)
 	}

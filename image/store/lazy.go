@@ -1,6 +1,7 @@
 package store
 
 import (
+	"encoding/json"
 	"errors"
 	"fmt"
 	"os"
@@ -40,6 +41,9 @@ type LazyLayer struct {
 	// Meta of the history entry, as Layer's.
 	CreatedBy string `json:"created_by,omitempty"`
 	Comment   string `json:"comment,omitempty"`
+	// Access is how to reach the registry (TLS, auth file), as
+	// image/registry wrote it at the pull; the store does not read it.
+	Access json.RawMessage `json:"access,omitempty"`
 }
 
 // LazyInput is what Pull needs to register layer i lazily instead of
@@ -51,6 +55,7 @@ type LazyInput struct {
 	TailOffset int64
 	TOCDigest  digest.Digest
 	Size       int64 // regular file bytes and symlink targets in the TOC
+	Access     json.RawMessage
 }
 
 func (s *Store) lazyDir(id digest.Digest) string { return s.path("lazy", id.Encoded()) }
@@ -73,6 +78,17 @@ func (s *Store) LazyLayer(id digest.Digest) (*LazyLayer, error) {
 // LazyTail returns the stored end of a lazy layer's blob (LazyInput.Tail).
 func (s *Store) LazyTail(id digest.Digest) ([]byte, error) {
 	return os.ReadFile(filepath.Join(s.lazyDir(id), "tail"))
+}
+
+// LazyDir is the directory of a lazy layer's record, tail and cache.
+func (s *Store) LazyDir(id digest.Digest) string { return s.lazyDir(id) }
+
+// lazyMountpoint is where the union daemon of container c serves the
+// lazy layer id (a FUSE filesystem made from its TOC): the layer's lower
+// directory for that container. Each container's daemon has its own, so
+// that no two daemons mount on one directory.
+func (s *Store) lazyMountpoint(c *Container, id digest.Digest) string {
+	return filepath.Join(s.containerDir(c.ID), "lazy", id.Encoded())
 }
 
 // LazyCache is the directory of a lazy layer's cached chunks.

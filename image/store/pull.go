@@ -213,7 +213,7 @@ func (s *Store) pullLocked(ctx context.Context, src PullSource, opts PullOptions
 				parent = chain[i-1]
 			}
 			meta := LazyLayer{ID: chain[i], Parent: parent, DiffID: diffIDs[i], Blob: blobOf(src.Layers[i], src.Repo),
-				TOCDigest: in.TOCDigest, TailOffset: in.TailOffset, Size: in.Size}
+				TOCDigest: in.TOCDigest, TailOffset: in.TailOffset, Size: in.Size, Access: in.Access}
 			if i < len(hist) {
 				meta.CreatedBy, meta.Comment = hist[i].CreatedBy, hist[i].Comment
 			}
@@ -257,10 +257,10 @@ func (s *Store) pullLocked(ctx context.Context, src PullSource, opts PullOptions
 			if created {
 				tx.created = append(tx.created, l.ID)
 				res.Layers++
-				// The layer was lazy: it is complete now.
-				if err := s.discard(s.lazyDir(l.ID)); err != nil {
-					return err
-				}
+				// The layer was lazy: it is complete now. A container's
+				// daemon may still serve it (its mountpoint is busy):
+				// then the record stays until rmi collects it.
+				s.discard(s.lazyDir(l.ID))
 			} else if err := s.rememberBlob(l.ID, meta.Blobs[0]); err != nil {
 				return err
 			}
