@@ -4,11 +4,18 @@ import (
 	"bytes"
 	"compress/gzip"
 	"encoding/json"
+	"errors"
+	"fmt"
 	"io"
 	"net/http"
+	"net/http/httptest"
+	"net/http/httputil"
+	"net/url"
 	"os"
 	"path/filepath"
 	"strings"
+	"sync/atomic"
+	"syscall"
 	"testing"
 
 	"github.com/containerd/stargz-snapshotter/estargz"
@@ -313,5 +320,111 @@ func putManifest(t *testing.T, host, repo, tag string, raw []byte) {
 	resp.Body.Close()
 	if resp.StatusCode != http.StatusCreated {
 		t.Fatalf("put manifest %s:%s: %s", repo, tag, resp.Status)
+	}
+}
+
+// faultProxy is a reverse proxy to a registry that can fail: "down"
+// drops every connection (a registry gone), "tamper" answers blob range
+// requests with a well-formed gzip member of other bytes.
+type faultProxy struct {
+	host string
+	mode atomic.Value // string
+}
+
+func newFaultProxy(t *testing.T, target string) *faultProxy {
+	u, _ := url.Parse("http://" + target)
+	p := &faultProxy{}
+	p.mode.Store("")
+	rp := httputil.NewSingleHostReverseProxy(u)
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		switch p.mode.Load().(string) {
+		case "down":
+			if hj, ok := w.(http.Hijacker); ok {
+				if c, _, err := hj.Hijack(); err == nil {
+					c.Close()
+					return
+				}
+			}
+			http.Error(w, "down", http.StatusServiceUnavailable)
+			return
+		case "tamper":
+			var start, end int64
+			if _, err := fmt.Sscanf(r.Header.Get("Range"), "bytes=%d-%d", &start, &end); err == nil && strings.Contains(r.URL.Path, "/blobs/") {
+				var b bytes.Buffer
+				zw := gzip.NewWriter(&b)
+				zw.Write(bytes.Repeat([]byte("X"), int(end-start+1)))
+				zw.Close()
+				body := make([]byte, end-start+1)
+				copy(body, b.Bytes())
+				w.Header().Set("Content-Range", fmt.Sprintf("bytes %d-%d/*", start, end))
+				w.WriteHeader(http.StatusPartialContent)
+				w.Write(body)
+				return
+			}
+		}
+		rp.ServeHTTP(w, r)
+	}))
+	t.Cleanup(srv.Close)
+	p.host = strings.TrimPrefix(srv.URL, "http://")
+	return p
+}
+
+// TestRegistryLazyFaults: through a container's mount of a lazy image,
+// with the registry gone a read of data not fetched yet fails with EIO
+// while fetched data is still served, and the same read works when the
+// registry is back, without a remount; a chunk the registry tampers with
+// fails with EIO, never other bytes. A daemon started again (umount,
+// mount) serves what its cache holds with the registry gone.
+func TestRegistryLazyFaults(t *testing.T) {
+	fstest.RequireFUSE(t)
+	registrytest.Require(t, "skopeo", "umoci")
+	reg := registrytest.Start(t, registrytest.Options{})
+	reg.Seed(t, "oci:"+registrytest.BusyboxLayout(t, 1)+":base", "bb:1")
+	seed := imagetest.NewSession(t)
+	seed.Must(nil, "pull", "-q", "--tls-verify=false", reg.Host+"/bb:1")
+	seed.Must(nil, "push", "-q", "--tls-verify=false", "--compression-format", "estargz", reg.Host+"/bb:1", reg.Host+"/bb:esgz")
+	p := newFaultProxy(t, reg.Host)
+	ref := p.host + "/bb:esgz"
+	s := imagetest.NewSession(t)
+	s.Must(nil, "pull", "-q", "--lazy", "--tls-verify=false", ref)
+	id := strings.TrimSpace(s.Must(nil, "create", ref, "true").Stdout)
+	mnt := strings.TrimSpace(s.Must(nil, "mount", id).Stdout)
+	t.Cleanup(func() { s.Run(nil, "umount", id) })
+
+	read := func(name string) (string, error) {
+		b, err := os.ReadFile(filepath.Join(mnt, name))
+		return string(b), err
+	}
+	if got, err := read("etc/motd"); err != nil || got != "welcome\n" {
+		t.Fatalf("etc/motd: %q, %v", got, err)
+	}
+	p.mode.Store("down")
+	if got, err := read("layer/1"); !errors.Is(err, syscall.EIO) {
+		t.Errorf("registry gone, unfetched layer/1: %q, %v; want EIO", got, err)
+	}
+	if got, err := read("etc/motd"); err != nil || got != "welcome\n" {
+		t.Errorf("registry gone, fetched etc/motd: %q, %v", got, err)
+	}
+	p.mode.Store("")
+	if got, err := read("layer/1"); err != nil || got != "layer 1\n" {
+		t.Errorf("registry back: layer/1 %q, %v", got, err)
+	}
+	p.mode.Store("tamper")
+	if got, err := read("etc/group"); !errors.Is(err, syscall.EIO) || got != "" {
+		t.Errorf("tampered chunk: %q, %v; want EIO and no bytes", got, err)
+	}
+	// A new daemon finds the cache: fetched files read with the registry
+	// gone.
+	p.mode.Store("down")
+	s.Must(nil, "umount", id)
+	mnt = strings.TrimSpace(s.Must(nil, "mount", id).Stdout)
+	for name, want := range map[string]string{"etc/motd": "welcome\n", "layer/1": "layer 1\n"} {
+		if got, err := read(name); err != nil || got != want {
+			t.Errorf("after a remount with the registry gone: %s = %q, %v", name, got, err)
+		}
+	}
+	p.mode.Store("")
+	if got, err := read("etc/group"); err != nil || !strings.HasPrefix(got, "root:") {
+		t.Errorf("etc/group once the registry is honest again: %q, %v", got, err)
 	}
 }
