@@ -159,11 +159,15 @@ func (l *Layer) chunk(ctx context.Context, name string, ce *estargz.TOCEntry) ([
 	return f.b, f.err
 }
 
+// maxChunk bounds a chunk's compressed and uncompressed size, which a
+// hostile TOC sets (eStargz writes 4 MiB chunks).
+const maxChunk = 64 << 20
+
 // fetchChunk fetches, decompresses and verifies one chunk, and caches it.
 func (l *Layer) fetchChunk(ctx context.Context, name string, ce *estargz.TOCEntry, d digest.Digest) ([]byte, error) {
 	what := fmt.Sprintf("lazy read %q, chunk at %d", name, ce.ChunkOffset)
 	clen := ce.NextOffset() - ce.Offset
-	if clen <= 0 || clen > 1<<30 || ce.ChunkSize < 0 || ce.ChunkSize > 1<<30 {
+	if clen <= 0 || clen > maxChunk || ce.ChunkSize < 0 || ce.ChunkSize > maxChunk {
 		return nil, fmt.Errorf("%s: %w: compressed extent %d..%d", what, ErrTampered, ce.Offset, ce.NextOffset())
 	}
 	comp := make([]byte, clen)
