@@ -206,6 +206,16 @@ func TestRegistryPullLazy(t *testing.T) {
 	if n["GET blobs"] == 0 {
 		t.Errorf("run of a lazy image fetched nothing")
 	}
+	// ps -s counts the lazy layers by their TOC sizes, as images does.
+	s.Must(nil, "create", "--name", "sized", ref, "true")
+	var psj struct{ SizeRw, SizeRootFs int64 }
+	if err := json.Unmarshal([]byte(s.Must(nil, "ps", "-a", "-s", "--format", "json").Stdout), &psj); err != nil {
+		t.Fatal(err)
+	}
+	if psj.SizeRootFs-psj.SizeRw != li.Size {
+		t.Errorf("ps -s of a lazy image's container: virtual %d, writable %d; want the image's %d between them", psj.SizeRootFs, psj.SizeRw, li.Size)
+	}
+	s.Must(nil, "rm", "sized")
 	lazyTree := mergedTree(t, s, ref)
 	full := imagetest.NewSession(t)
 	full.Must(nil, "pull", "-q", "--tls-verify=false", ref)
