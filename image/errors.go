@@ -44,3 +44,7 @@ var (
 	// (start of a running container, mount while running elsewhere, ...).
 	ErrState = errors.New("wrong container state")
 )
+
+// ErrLazy: the image was pulled with --lazy and some of its layers are
+// not complete in the store yet; the operation needs them whole.
+var ErrLazy = errors.New("image is pulled lazily and not complete")

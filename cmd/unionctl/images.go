@@ -46,7 +46,7 @@ func init() {
 				fs.StringVarP(&o.output, "output", "o", "", "archive to write (default stdout, if it is not a terminal)")
 				fs.StringVar(&o.format, "format", store.FormatOCIArchive, "archive format: oci-archive or docker-archive")
 				fs.StringVar(&o.layout, "layout", "", "write an OCI image layout in this directory instead")
-				fs.StringVar(&o.compression, "compression", "gzip", "layer compression in OCI formats: gzip, zstd or none")
+				fs.StringVar(&o.compression, "compression", "gzip", "layer compression in OCI formats: gzip, zstd, estargz (gzip that a lazy pull reads file by file; new image IDs) or none")
 				fs.BoolVarP(&o.quiet, "quiet", "q", false, "no progress")
 			},
 			run: cmdSave,
@@ -252,6 +252,24 @@ type imageJSON struct {
 	CreatedSince string `json:"CreatedSince"`
 	Size         string `json:"Size"`
 	VirtualSize  int64  `json:"VirtualSize"`
+	// Lazy: pulled with --lazy and not complete; Fetched says how much
+	// of its lazy layers' blobs the store holds ("37%").
+	Lazy    bool   `json:"Lazy,omitempty"`
+	Fetched string `json:"Fetched,omitempty"`
+}
+
+// lazyFraction is the fetched part of img's lazy layers as "N%", or ""
+// for an image with none.
+func lazyFraction(st *store.Store, img *store.Image) (string, bool) {
+	fetched, total := st.LazyProgress(img)
+	if len(st.LazyLayers(img)) == 0 {
+		return "", false
+	}
+	pct := int64(100)
+	if total > 0 {
+		pct = fetched * 100 / total
+	}
+	return fmt.Sprintf("%d%%", pct), true
 }
 
 func cmdImages(a *app, o *cmdOpts, args []string) error {
@@ -293,9 +311,14 @@ func cmdImages(a *app, o *cmdOpts, args []string) error {
 				repo, tag = n[:i], n[i+1:]
 			}
 			id := shortID(img.ID, o.noTrunc)
-			rows = append(rows, []string{repo, tag, id, ago(created), humanSize(size)})
+			sizeCol := humanSize(size)
+			frac, lazy := lazyFraction(a.st, img)
+			if lazy {
+				sizeCol += " (lazy, " + frac + " fetched)"
+			}
+			rows = append(rows, []string{repo, tag, id, ago(created), sizeCol})
 			js = append(js, imageJSON{ID: id, Repository: repo, Tag: tag, CreatedAt: created.Format(time.RFC3339),
-				CreatedSince: ago(created), Size: humanSize(size), VirtualSize: size})
+				CreatedSince: ago(created), Size: humanSize(size), VirtualSize: size, Lazy: lazy, Fetched: frac})
 		}
 	}
 	switch {
@@ -382,6 +405,16 @@ type imageInspect struct {
 	GraphDriver  graphDriver     `json:"GraphDriver"`
 	Layers       []layerInspect  `json:"Layers"`
 	RawConfig    json.RawMessage `json:"RawConfig"`
+	// Lazy is there for an image pulled with --lazy and not complete.
+	Lazy *lazyInspect `json:"Lazy,omitempty"`
+}
+
+// lazyInspect is how far a lazily pulled image is fetched.
+type lazyInspect struct {
+	Layers       int    `json:"Layers"`       // layers not complete
+	FetchedBytes int64  `json:"FetchedBytes"` // file bytes of their cached chunks
+	TotalBytes   int64  `json:"TotalBytes"`   // their file bytes (Size)
+	Fetched      string `json:"Fetched"`      // FetchedBytes/TotalBytes as "N%"
 }
 
 type graphDriver struct {
@@ -395,6 +428,7 @@ type layerInspect struct {
 	Size    int64  `json:"Size"`
 	Path    string `json:"Path"`
 	TarSize int64  `json:"TarSize"`
+	Lazy    bool   `json:"Lazy,omitempty"` // not fetched yet: no Path
 }
 
 func (a *app) inspectImage(img *store.Image) (imageInspect, error) {
@@ -420,10 +454,19 @@ func (a *app) inspectImage(img *store.Image) (imageInspect, error) {
 		lowers = append(lowers, a.st.LayerDiff(img.Layers[i]))
 	}
 	out.GraphDriver.Data["LowerDir"] = strings.Join(lowers, ":")
+	if frac, ok := lazyFraction(a.st, img); ok {
+		fetched, total := a.st.LazyProgress(img)
+		out.Lazy = &lazyInspect{Layers: len(a.st.LazyLayers(img)), FetchedBytes: fetched, TotalBytes: total, Fetched: frac}
+	}
 	for _, id := range img.Layers {
 		l, err := a.st.Layer(id)
 		if err != nil {
-			return out, err
+			ll, lerr := a.st.LazyLayer(id)
+			if lerr != nil {
+				return out, err
+			}
+			out.Layers = append(out.Layers, layerInspect{ID: ll.ID.String(), DiffID: ll.DiffID.String(), Size: ll.Size, Lazy: true})
+			continue
 		}
 		out.Layers = append(out.Layers, layerInspect{ID: l.ID.String(), DiffID: l.DiffID.String(), Size: l.Size,
 			Path: a.st.LayerDiff(l.ID), TarSize: l.TarSize})

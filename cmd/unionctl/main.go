@@ -115,9 +115,9 @@ type command struct {
 // cmdOpts holds every verb's flag values; each verb defines the ones it
 // takes.
 type cmdOpts struct {
-	quiet, all, size, force, rm, attach, detach, noTrunc bool
+	quiet, all, size, force, rm, attach, detach, noTrunc, lazy bool
 	format, output, layout, message, author, name, workdir, user, hostname,
-	runtime, entrypoint, typ, compression, input string
+	runtime, entrypoint, typ, compression, compressionFormat, input string
 	env, volumes, volumesFrom []string
 	entrypointSet             bool
 	build                     buildFlags // build.go

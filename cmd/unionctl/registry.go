@@ -25,6 +25,7 @@ func init() {
 			summary: "Fetch an image from a registry (busybox is docker.io/library/busybox:latest).",
 			flags: func(fs *pflag.FlagSet, o *cmdOpts) {
 				fs.StringVar(&o.platform, "platform", "", "OS/ARCH[/VARIANT] to pick from a manifest list (default: this machine's)")
+				fs.BoolVar(&o.lazy, "lazy", false, "fetch only the manifest, the config and each eStargz layer's TOC (verified); layers are fetched as they are read (other layers in full)")
 				registryFlags(fs, o)
 				fs.BoolVarP(&o.quiet, "quiet", "q", false, "no progress; print only the image ID")
 				maxLayerSizeFlag(fs, o)
@@ -37,6 +38,7 @@ func init() {
 			flags: func(fs *pflag.FlagSet, o *cmdOpts) {
 				registryFlags(fs, o)
 				fs.BoolVarP(&o.quiet, "quiet", "q", false, "no progress")
+				fs.StringVar(&o.compressionFormat, "compression-format", "gzip", "layers unionctl makes: gzip, or estargz (gzip that a lazy pull can read file by file; a new image ID)")
 			},
 			run: cmdPush,
 		},
@@ -94,7 +96,11 @@ func cmdPull(a *app, o *cmdOpts, args []string) error {
 	if pp.tty {
 		fmt.Fprintf(a.stderr, "%s: Pulling from %s\n", tagOrDigest(ref), ref.Name())
 	}
-	r, res, err := registry.Pull(ctx, a.st, ref, o.registryOptions(), pp.event)
+	pull := registry.Pull
+	if o.lazy {
+		pull = registry.PullLazy
+	}
+	r, res, err := pull(ctx, a.st, ref, o.registryOptions(), pp.event)
 	pp.finish()
 	if err != nil {
 		return fmt.Errorf("%w%s", err, pullHint(err))
@@ -109,6 +115,9 @@ func cmdPull(a *app, o *cmdOpts, args []string) error {
 			status = "Image is up to date for " + name
 		}
 		fmt.Fprintf(a.stdout, "Digest: %s\nStatus: %s\n%s\n", r.Source.ManifestDigest, status, name)
+	case o.lazy:
+		fmt.Fprintf(a.stdout, "%s: pulled %s lazily, image %s: %d layers, %d lazy, %d blobs fetched\n",
+			name, r.Source.ManifestDigest, shortID(res.Image.ID, false), len(r.Source.Layers), len(a.st.LazyLayers(res.Image)), res.Fetched)
 	default:
 		fmt.Fprintf(a.stdout, "%s: pulled %s, image %s: %d layers, %d blobs fetched\n",
 			name, r.Source.ManifestDigest, shortID(res.Image.ID, false), len(r.Source.Layers), res.Fetched)
@@ -161,13 +170,21 @@ func cmdPush(a *app, o *cmdOpts, args []string) error {
 	if dest.Digest != "" {
 		return usagef("push: %q: push to NAME[:TAG], not to a digest", destArg)
 	}
+	ropts := o.registryOptions()
+	switch o.compressionFormat {
+	case "gzip":
+	case "estargz":
+		ropts.Estargz = true
+	default:
+		return usagef("push: --compression-format %q: use gzip or estargz", o.compressionFormat)
+	}
 	ctx, stop := interruptible()
 	defer stop()
 	pp := newPushProgress(a.stderr, o.quiet, isTerminal(a.stderr))
 	if pp.tty {
 		fmt.Fprintf(a.stderr, "The push refers to repository [%s]\n", dest.Name())
 	}
-	res, err := registry.Push(ctx, a.st, img, dest, o.registryOptions(), pp.event)
+	res, err := registry.Push(ctx, a.st, img, dest, ropts, pp.event)
 	pp.finish()
 	if err != nil {
 		return fmt.Errorf("%w (the registry may hold some of the blobs; the store is unchanged)", err)

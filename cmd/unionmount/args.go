@@ -58,6 +58,10 @@ type config struct {
 	cpuProfile string
 	// uring is how requests reach the daemon: uringOff, uringAuto, uringOn.
 	uring string
+	// lazyLowers are MNT=STORE/lazy/ID: the lower MNT is a lazy layer of
+	// a unionctl store, which the daemon serves there from its TOC before
+	// it mounts the union (lazy.go).
+	lazyLowers []string
 
 	// ignored lists the -o elements that have no effect, for the debug log.
 	ignored []string
@@ -83,6 +87,7 @@ type flagValues struct {
 	readyFD               int
 	cpuProfile            string
 	uring                 string
+	lazyLowers            []string
 }
 
 // newFlagSet declares the flags; parseArgs and the usage text share it.
@@ -106,6 +111,7 @@ func newFlagSet(v *flagValues) *pflag.FlagSet {
 	fs.BoolVar(&v.volatile, "volatile", false, "skip fsync on copy-up (the upper may be lost on a crash)")
 	fs.StringVar(&v.uring, "uring", uringOff, "serve requests over FUSE-over-io_uring: `MODE` off (read /dev/fuse), auto (io_uring when the kernel offers it, else /dev/fuse) or on (fail to mount without it)")
 	fs.StringVar(&v.cpuProfile, "cpuprofile", "", "write a pprof CPU profile of the daemon to `FILE` when it exits")
+	fs.StringArrayVar(&v.lazyLowers, "lazy-lower", nil, "`MNT=STORE/lazy/ID`: the lower MNT is the lazy layer ID of a unionctl store, which the daemon serves there itself from the layer's eStargz TOC, fetching file contents from the registry on first read (set by unionctl)")
 	fs.BoolVar(&v.version, "version", false, "print the version and exit")
 	fs.BoolVarP(&v.help, "help", "h", false, "print this help and exit")
 	fs.IntVar(&v.readyFD, readyFDFlag, -1, "readiness pipe of a daemon child (internal)")
@@ -152,6 +158,7 @@ func parseArgs(args []string) (config, error) {
 	default:
 		return config{}, usagef("--uring %q: not a mode; pass off, auto or on", cfg.uring)
 	}
+	cfg.lazyLowers = v.lazyLowers
 
 	// Layers.
 	cfg.lowerSrc, cfg.upperSrc, cfg.workSrc = "--lower", "--upper", "--workdir"

@@ -35,6 +35,15 @@ func mountAndServe(cfg config, logger *log.Logger, report func(error)) error {
 	var stats statsSource
 
 	cfg.opts.Logger = logger
+	unmountLazy, err := mountLazyLowers(cfg.lazyLowers, cfg.opts.DirectMount, logger)
+	if err != nil {
+		if report != nil {
+			report(err)
+		}
+		return err
+	}
+	// After the union is gone (or failed to mount): its lowers go.
+	defer unmountLazy()
 	srv, err := unionfs.Mount(cfg.mountpoint, cfg.opts)
 	err = explainMountError(err)
 	if err == nil && cfg.uring == uringOn && !srv.UsesIoUring() {

@@ -24,6 +24,9 @@ type SaveLayer struct {
 	Size      int64         // of the blob
 	MediaType string        // OCI layer media type of the blob
 	DiffID    digest.Digest // of the uncompressed tar
+	// Annotations of the layer's descriptor in the manifest (the TOC
+	// digest of an eStargz blob).
+	Annotations map[string]string
 }
 
 // SaveImage is an image to write.
@@ -65,7 +68,7 @@ func ociBlobs(imgs []SaveImage) (v1.Index, []blob, error) {
 			Layers:    []v1.Descriptor{},
 		}
 		for _, l := range img.Layers {
-			m.Layers = append(m.Layers, v1.Descriptor{MediaType: l.MediaType, Digest: l.Digest, Size: l.Size})
+			m.Layers = append(m.Layers, v1.Descriptor{MediaType: l.MediaType, Digest: l.Digest, Size: l.Size, Annotations: l.Annotations})
 			add(blob{d: l.Digest, size: l.Size, path: l.Path})
 		}
 		mb, err := json.Marshal(m)

@@ -19,6 +19,10 @@ const (
 	Uncompressed Compression = iota
 	Gzip
 	Zstd
+	// Estargz is gzip laid out as eStargz (see estargz.go): a valid gzip
+	// layer for every tool, which a lazy pull reads file by file. It is
+	// not a stream: BuildEstargz makes it from a whole tar.
+	Estargz
 )
 
 func (c Compression) String() string {
@@ -27,21 +31,25 @@ func (c Compression) String() string {
 		return "gzip"
 	case Zstd:
 		return "zstd"
+	case Estargz:
+		return "estargz"
 	}
 	return "none"
 }
 
-// ParseCompression reads "gzip", "zstd" or "none".
+// ParseCompression reads "gzip", "zstd", "estargz" or "none".
 func ParseCompression(s string) (Compression, error) {
 	switch s {
 	case "gzip":
 		return Gzip, nil
 	case "zstd":
 		return Zstd, nil
+	case "estargz":
+		return Estargz, nil
 	case "none", "":
 		return Uncompressed, nil
 	}
-	return 0, fmt.Errorf("%w compression %q: use gzip, zstd or none", image.ErrUnsupported, s)
+	return 0, fmt.Errorf("%w compression %q: use gzip, zstd, estargz or none", image.ErrUnsupported, s)
 }
 
 var (
@@ -82,9 +90,11 @@ func Decompress(r io.Reader) (io.ReadCloser, Compression, error) {
 }
 
 // Compress returns a writer that compresses into w with c. Close it to
-// flush; closing does not close w.
+// flush; closing does not close w. Estargz is refused: use BuildEstargz.
 func Compress(w io.Writer, c Compression) (io.WriteCloser, error) {
 	switch c {
+	case Estargz:
+		return nil, fmt.Errorf("%w: estargz is made from a whole tar (BuildEstargz), not a stream", image.ErrUnsupported)
 	case Gzip:
 		return gzip.NewWriterLevel(w, gzip.DefaultCompression)
 	case Zstd:

@@ -1,11 +1,16 @@
 package registry
 
 import (
+	"archive/tar"
+	"bytes"
+	"io"
 	"testing"
 
 	gcr "github.com/google/go-containerregistry/pkg/v1"
 	"github.com/google/go-containerregistry/pkg/v1/types"
 	"github.com/opencontainers/go-digest"
+
+	"github.com/unionmount/unionmount/image/layer"
 )
 
 // FuzzManifests: whatever a registry sends as a manifest or an index,
@@ -40,6 +45,35 @@ func FuzzManifests(f *testing.F) {
 		}
 		if _, err := pullSource(raw, types.OCIManifestSchema1, "sha256:0"); err == nil {
 			t.Fatal("accepted a manifest under a digest it does not hash to")
+		}
+	})
+}
+
+// FuzzOpenTOC: whatever a registry serves as an eStargz blob, opening
+// its TOC does not panic, and a TOC that opens hashes to the digest it
+// was checked against. Content-Range headers parse or are refused.
+func FuzzOpenTOC(f *testing.F) {
+	var tb bytes.Buffer
+	tw := tar.NewWriter(&tb)
+	tw.WriteHeader(&tar.Header{Name: "a", Typeflag: tar.TypeReg, Size: 2, Mode: 0o644})
+	tw.Write([]byte("hi"))
+	tw.Close()
+	var blob bytes.Buffer
+	eb, err := layer.BuildEstargz(io.NewSectionReader(bytes.NewReader(tb.Bytes()), 0, int64(tb.Len())), &blob, nil)
+	if err != nil {
+		f.Fatal(err)
+	}
+	f.Add(blob.Bytes(), eb.TOCDigest.String(), "bytes 0-1/2")
+	f.Add([]byte("garbage"), eb.TOCDigest.String(), "bytes -1-/")
+	f.Fuzz(func(t *testing.T, b []byte, d string, cr string) {
+		rangeStart(cr)
+		want, err := digest.Parse(d)
+		if err != nil {
+			return
+		}
+		tr, _, err := OpenTOC(b, 0, int64(len(b)), bytes.NewReader(nil), want)
+		if err == nil && tr.TOCDigest() != want {
+			t.Fatalf("accepted a TOC hashing to %s as %s", tr.TOCDigest(), want)
 		}
 	})
 }

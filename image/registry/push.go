@@ -66,7 +66,7 @@ func Push(ctx context.Context, st *store.Store, img *store.Image, dest image.Rem
 	if err != nil {
 		return res, err
 	}
-	plan, err := st.PlanPush(img, dest.Registry)
+	plan, err := st.PlanPush(img, dest.Registry, store.PushOptions{Estargz: opts.Estargz})
 	if err != nil {
 		return res, fmt.Errorf("%s: %w", what, err)
 	}
@@ -119,7 +119,7 @@ func Push(ctx context.Context, st *store.Store, img *store.Image, dest image.Rem
 	// The config is where the image's manifests are: mounted from there.
 	cb := store.Blob{Digest: plan.ConfigDescriptor.Digest, Size: plan.ConfigDescriptor.Size, MediaType: plan.ConfigDescriptor.MediaType}
 	for _, rd := range img.RepoDigests {
-		if repo, _, ok := strings.Cut(rd, "@"); ok {
+		if repo, _, ok := strings.Cut(rd, "@"); ok && !plan.Estargz {
 			cb.Repos = append(cb.Repos, repo)
 		}
 	}

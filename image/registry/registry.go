@@ -45,6 +45,8 @@ type Options struct {
 	Jobs int
 	// UserAgent, when set, is sent with every request.
 	UserAgent string
+	// Estargz: a push makes eStargz layers (store.PushOptions).
+	Estargz bool
 }
 
 // userAgent names us to registries.

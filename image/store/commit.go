@@ -30,6 +30,8 @@ func (s *Store) Size(c *Container) (rw, virtual int64, err error) {
 	for _, id := range c.Layers {
 		if l, err := s.Layer(id); err == nil {
 			img += l.Size
+		} else if ll, err := s.LazyLayer(id); err == nil {
+			img += ll.Size // still lazy: its size from the TOC
 		}
 	}
 	return u.Disk, img + u.Disk, nil

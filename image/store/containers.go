@@ -119,9 +119,22 @@ func (s *Store) ContainerDir(c *Container) string { return s.containerDir(c.ID) 
 func (s *Store) Lowers(c *Container) []string {
 	out := []string{filepath.Join(s.containerDir(c.ID), "init")}
 	for i := len(c.Layers) - 1; i >= 0; i-- {
-		out = append(out, s.LayerDiff(c.Layers[i]))
+		if s.isLazy(c.Layers[i]) {
+			out = append(out, s.lazyMountpoint(c, c.Layers[i]))
+		} else {
+			out = append(out, s.LayerDiff(c.Layers[i]))
+		}
 	}
 	return out
+}
+
+// isLazy: layer id is not complete in the store, and lazy there.
+func (s *Store) isLazy(id digest.Digest) bool {
+	if s.hasLayer(id) {
+		return false
+	}
+	_, err := s.LazyLayer(id)
+	return err == nil
 }
 
 // ImageLowers is Lowers without the init layer: the image alone.

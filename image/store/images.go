@@ -318,6 +318,8 @@ func (s *Store) ImageSize(img *Image) int64 {
 	for _, id := range img.Layers {
 		if l, err := s.Layer(id); err == nil {
 			n += l.Size
+		} else if ll, err := s.LazyLayer(id); err == nil {
+			n += ll.Size
 		}
 	}
 	return n
@@ -352,6 +354,8 @@ func (s *Store) History(img *Image) ([]HistoryEntry, error) {
 			e.Layer = img.Layers[li]
 			if l, err := s.Layer(e.Layer); err == nil {
 				e.Size = l.Size
+			} else if ll, err := s.LazyLayer(e.Layer); err == nil {
+				e.Size = ll.Size
 			}
 			li++
 		}

@@ -257,6 +257,9 @@ func (s *Store) collectLayers() ([]digest.Digest, error) {
 			used[l] = true
 		}
 	}
+	if err := s.collectLazy(used); err != nil {
+		return nil, err
+	}
 	ents, err := os.ReadDir(s.path("layers"))
 	if err != nil {
 		return nil, fmt.Errorf("list layers: %w", err)

@@ -4,7 +4,9 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
+	"os"
 	"os/exec"
+	"path/filepath"
 	"strings"
 
 	"github.com/unionmount/unionmount/internal/lowerlist"
@@ -29,8 +31,18 @@ func (s *Store) Mount(c *Container) (bool, error) {
 	if s.opts.Unionmount == "" {
 		return false, errors.New("mount: no unionmount binary: build it (make build) or pass --unionmount PATH")
 	}
-	cmd := exec.Command(s.opts.Unionmount, "--lower", lowerlist.Join(s.Lowers(c)),
-		"--upper", s.Upper(c), "--workdir", s.Work(c), s.Merged(c))
+	args := []string{"--lower", lowerlist.Join(s.Lowers(c)), "--upper", s.Upper(c), "--workdir", s.Work(c)}
+	for _, id := range c.Layers {
+		if s.isLazy(id) {
+			// The daemon serves the lazy layer there itself.
+			mnt := s.lazyMountpoint(c, id)
+			if err := os.MkdirAll(mnt, 0o700); err != nil {
+				return false, fmt.Errorf("mount container %s: %w", c.Name, err)
+			}
+			args = append(args, "--lazy-lower", mnt+"="+s.lazyDir(id))
+		}
+	}
+	cmd := exec.Command(s.opts.Unionmount, append(args, s.Merged(c))...)
 	var out bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &out, &out
 	if err := cmd.Run(); err != nil {
@@ -60,7 +72,22 @@ func (s *Store) Unmount(c *Container) error {
 			return fmt.Errorf("unmount %s: %w (fusermount3: %s)", mnt, err, strings.TrimSpace(string(out)))
 		}
 	}
+	s.unmountLazy(c)
 	return nil
+}
+
+// unmountLazy unmounts the lazy layers the container's daemon served
+// (the daemon unmounts them too as it exits, but after the union is
+// gone, and Unmount returns before that): lazily, as the daemon may still
+// hold them for a moment.
+func (s *Store) unmountLazy(c *Container) {
+	ents, _ := os.ReadDir(filepath.Join(s.containerDir(c.ID), "lazy"))
+	for _, e := range ents {
+		p := filepath.Join(s.containerDir(c.ID), "lazy", e.Name())
+		if ok, _ := IsMountpoint(p); ok {
+			unix.Unmount(p, unix.MNT_DETACH)
+		}
+	}
 }
 
 // IsMountpoint reports whether p is a mount point in this mount namespace.

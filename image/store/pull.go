@@ -50,10 +50,11 @@ const (
 	PullDownloaded                   // verified, waiting for the layers below
 	PullExtracting                   // Done of Total compressed bytes unpacked
 	PullComplete                     // stored
+	PullLazy                         // registered from its TOC; content fetched on first read
 )
 
 var pullStateNames = [...]string{"Waiting", "Already exists", "Downloading", "Verifying Checksum",
-	"Download complete", "Extracting", "Pull complete"}
+	"Download complete", "Extracting", "Pull complete", "Lazy (TOC verified)"}
 
 func (p PullState) String() string {
 	if int(p) < len(pullStateNames) {
@@ -77,6 +78,10 @@ type PullOptions struct {
 	// Events, when set, is told each layer's progress; it is called from
 	// several goroutines, at most once per read of the network.
 	Events func(PullEvent)
+	// Lazy, when set, names the layers (by index) to register lazily from
+	// their TOC instead of fetching them: a lazy pull. Without it, Pull
+	// of an image whose layers are lazy fetches them and completes it.
+	Lazy map[int]LazyInput
 }
 
 // PullResult says what Pull did.
@@ -84,6 +89,7 @@ type PullResult struct {
 	Image   *Image
 	Fetched int // blobs fetched: the config and the layers the store lacked
 	Layers  int // layers stored by this pull
+	Lazy    int // layers registered lazily by this pull
 }
 
 // DefaultPullJobs is how many layers download at once by default.
@@ -134,6 +140,9 @@ func (s *Store) Pull(ctx context.Context, src PullSource, opts PullOptions) (Pul
 		if err != nil {
 			return res, err
 		}
+		if opts.Lazy == nil && len(s.LazyLayers(img)) > 0 {
+			return s.pullLocked(ctx, src, opts, names)
+		}
 		for _, n := range names {
 			if err := s.tagLocked(img, n); err != nil {
 				return res, err
@@ -142,7 +151,13 @@ func (s *Store) Pull(ctx context.Context, src PullSource, opts PullOptions) (Pul
 		res.Image = img
 		return res, s.addRepoDigest(img, src)
 	}
+	return s.pullLocked(ctx, src, opts, names)
+}
 
+// pullLocked is Pull of an image the store lacks, or holds lazily.
+func (s *Store) pullLocked(ctx context.Context, src PullSource, opts PullOptions, names []string) (PullResult, error) {
+	var res PullResult
+	id := src.Config.Digest
 	config, err := fetchConfig(ctx, src)
 	res.Fetched++
 	if err != nil {
@@ -185,10 +200,32 @@ func (s *Store) Pull(ctx context.Context, src PullSource, opts PullOptions) (Pul
 		p.opts.Jobs = DefaultPullJobs
 	}
 	var had []int // layers the store has: their blobs are recorded at the end
+	tx := &transaction{s: s}
 	for i := range src.Layers {
 		if s.hasLayer(chain[i]) {
 			p.event(i, PullExists, 0, 0)
 			had = append(had, i)
+			continue
+		}
+		if in, ok := opts.Lazy[i]; ok {
+			var parent digest.Digest
+			if i > 0 {
+				parent = chain[i-1]
+			}
+			meta := LazyLayer{ID: chain[i], Parent: parent, DiffID: diffIDs[i], Blob: blobOf(src.Layers[i], src.Repo),
+				TOCDigest: in.TOCDigest, TailOffset: in.TailOffset, Size: in.Size, Access: in.Access}
+			if i < len(hist) {
+				meta.CreatedBy, meta.Comment = hist[i].CreatedBy, hist[i].Comment
+			}
+			if _, err := os.Stat(s.lazyDir(chain[i])); err != nil {
+				tx.lazy = append(tx.lazy, chain[i])
+			}
+			if err := s.putLazyLayer(meta, in); err != nil {
+				tx.rollback()
+				return res, err
+			}
+			p.event(i, PullLazy, 0, src.Layers[i].Size)
+			res.Lazy++
 			continue
 		}
 		p.event(i, PullWaiting, 0, src.Layers[i].Size)
@@ -197,7 +234,6 @@ func (s *Store) Pull(ctx context.Context, src PullSource, opts PullOptions) (Pul
 	}
 	p.startDownloads(dctx)
 
-	tx := &transaction{s: s}
 	err = func() error {
 		for i := range src.Layers {
 			if p.spools[i] == nil {
@@ -221,6 +257,10 @@ func (s *Store) Pull(ctx context.Context, src PullSource, opts PullOptions) (Pul
 			if created {
 				tx.created = append(tx.created, l.ID)
 				res.Layers++
+				// The layer was lazy: it is complete now. A container's
+				// daemon may still serve it (its mountpoint is busy):
+				// then the record stays until rmi collects it.
+				s.discard(s.lazyDir(l.ID))
 			} else if err := s.rememberBlob(l.ID, meta.Blobs[0]); err != nil {
 				return err
 			}

@@ -27,6 +27,18 @@ type PushImage struct {
 	// Reused: the manifest is one a registry served this image as (kept
 	// by pull or an earlier push), so its digest is the same again.
 	Reused bool
+	// Estargz: the layers are eStargz blobs made for this push, so the
+	// config (its diff_ids) is new too: the registry gets another image
+	// than the stored one, and the store records nothing of the push.
+	Estargz bool
+}
+
+// PushOptions configures PlanPush.
+type PushOptions struct {
+	// Estargz makes every layer an eStargz blob (layer.BuildEstargz),
+	// with the TOC digest and uncompressed size annotations, so that the
+	// image can be pulled lazily; other tools read it as gzip layers.
+	Estargz bool
 }
 
 // PushLayer is one layer blob of a push.
@@ -64,7 +76,11 @@ func (p *PushPlan) Done() {
 // compressed once, its digest remembered in the layer's record, and a
 // later push asks the registry for that digest before compressing again
 // (gzip output is deterministic, so the digest holds).
-func (s *Store) PlanPush(img *Image, host string) (*PushPlan, error) {
+//
+// With opts.Estargz every layer is made into an eStargz blob again on each
+// push (nothing is remembered: the blobs belong to another image, the one
+// with the eStargz diff_ids).
+func (s *Store) PlanPush(img *Image, host string, opts PushOptions) (*PushPlan, error) {
 	unlock, err := s.Lock()
 	if err != nil {
 		return nil, err
@@ -75,16 +91,19 @@ func (s *Store) PlanPush(img *Image, host string) (*PushPlan, error) {
 		return nil, err
 	}
 	p := &PushPlan{s: s, img: img, unlock: unlock, work: work}
-	if p.PushImage, err = s.planPush(img, host, work); err != nil {
+	if p.PushImage, err = s.planPush(img, host, work, opts); err != nil {
 		p.Done()
 		return nil, err
 	}
 	return p, nil
 }
 
-func (s *Store) planPush(img *Image, host, work string) (*PushImage, error) {
+func (s *Store) planPush(img *Image, host, work string, opts PushOptions) (*PushImage, error) {
 	cur, err := s.ImageByID(img.ID)
 	if err != nil {
+		return nil, err
+	}
+	if err := s.requireComplete(cur, "push"); err != nil {
 		return nil, err
 	}
 	_, config, err := s.Config(cur)
@@ -98,6 +117,9 @@ func (s *Store) planPush(img *Image, host, work string) (*PushImage, error) {
 			return nil, err
 		}
 		layers = append(layers, l)
+	}
+	if opts.Estargz {
+		return s.planEstargz(layers, config, work)
 	}
 	if pi := s.keptManifest(cur, layers, config, host); pi != nil {
 		return pi, nil
@@ -116,6 +138,40 @@ func (s *Store) planPush(img *Image, host, work string) (*PushImage, error) {
 		}
 		pi.Layers = append(pi.Layers, pl)
 		m.Layers = append(m.Layers, v1.Descriptor{MediaType: pl.Blob.MediaType, Digest: pl.Blob.Digest, Size: pl.Blob.Size})
+	}
+	if pi.Manifest, err = json.Marshal(m); err != nil {
+		return nil, err
+	}
+	pi.ManifestDigest = digest.FromBytes(pi.Manifest)
+	return pi, nil
+}
+
+// planEstargz is a push of eStargz blobs made now from layers, with
+// config's diff_ids replaced by theirs.
+func (s *Store) planEstargz(layers []*Layer, config []byte, work string) (*PushImage, error) {
+	pi := &PushImage{ManifestMediaType: v1.MediaTypeImageManifest, Estargz: true}
+	var descs []v1.Descriptor
+	var diffIDs []digest.Digest
+	for i, l := range layers {
+		what := fmt.Sprintf("converting layer %d/%d %s to estargz", i+1, len(layers), short(l.DiffID))
+		path, eb, err := s.estargzBlob(l, work, what)
+		if err != nil {
+			return nil, fmt.Errorf("push: %w", err)
+		}
+		b := Blob{Digest: eb.Digest, Size: eb.Size, MediaType: v1.MediaTypeImageLayerGzip}
+		pi.Layers = append(pi.Layers, PushLayer{Blob: b, DiffID: eb.DiffID, Open: func() (io.ReadCloser, error) { return os.Open(path) }})
+		descs = append(descs, v1.Descriptor{MediaType: b.MediaType, Digest: b.Digest, Size: b.Size, Annotations: eb.Annotations()})
+		diffIDs = append(diffIDs, eb.DiffID)
+	}
+	var err error
+	if pi.Config, err = replaceDiffIDs(config, diffIDs); err != nil {
+		return nil, err
+	}
+	pi.ConfigDescriptor = v1.Descriptor{MediaType: v1.MediaTypeImageConfig, Digest: digest.FromBytes(pi.Config), Size: int64(len(pi.Config))}
+	m := v1.Manifest{MediaType: v1.MediaTypeImageManifest, Config: pi.ConfigDescriptor, Layers: descs}
+	m.SchemaVersion = 2
+	if m.Layers == nil {
+		m.Layers = []v1.Descriptor{}
 	}
 	if pi.Manifest, err = json.Marshal(m); err != nil {
 		return nil, err
@@ -285,6 +341,9 @@ func (s *Store) compressed(l *Layer, b Blob) (io.ReadCloser, error) {
 // Pushed records a push: the image's RepoDigest in repo (REGISTRY/PATH)
 // with its manifest, and repo among the repositories of every blob.
 func (p *PushPlan) Pushed(repo string) error {
+	if p.Estargz {
+		return nil
+	}
 	for i, pl := range p.Layers {
 		b := pl.Blob
 		b.Repos = []string{repo}

@@ -275,12 +275,16 @@ func (s *Store) applyOptions(split io.Writer, parent digest.Digest) layer.ApplyO
 	if parent != "" {
 		var lowers []string
 		for id := parent; id != ""; {
-			lowers = append(lowers, s.LayerDiff(id))
-			l, err := s.Layer(id)
-			if err != nil {
+			if l, err := s.Layer(id); err == nil {
+				lowers = append(lowers, s.LayerDiff(id))
+				id = l.Parent
+			} else if ll, err := s.LazyLayer(id); err == nil {
+				// Not fetched: its directories' attributes are unknown
+				// here, and the layers below still count.
+				id = ll.Parent
+			} else {
 				break
 			}
-			id = l.Parent
 		}
 		o.Lower = layer.NewView(lowers).Dir
 	}

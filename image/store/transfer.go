@@ -23,6 +23,7 @@ type transaction struct {
 	s       *Store
 	created []digest.Digest // layers
 	images  []digest.Digest
+	lazy    []digest.Digest // lazy layer records
 }
 
 func (t *transaction) rollback() {
@@ -31,6 +32,9 @@ func (t *transaction) rollback() {
 	}
 	for i := len(t.created) - 1; i >= 0; i-- {
 		t.s.discard(t.s.layerDir(t.created[i]))
+	}
+	for _, id := range t.lazy {
+		t.s.discard(t.s.lazyDir(id))
 	}
 }
 
@@ -304,6 +308,9 @@ func (s *Store) Save(imgs []*Image, w io.Writer, dir string, opts SaveOptions) (
 		if err != nil {
 			return nil, err
 		}
+		if err := s.requireComplete(img, "save"); err != nil {
+			return nil, err
+		}
 		si := archive.SaveImage{Config: config, Names: img.Names}
 		if n, ok := opts.Names[img.ID]; ok {
 			si.Names = n
@@ -356,6 +363,14 @@ func (s *Store) Save(imgs []*Image, w io.Writer, dir string, opts SaveOptions) (
 
 // layerBlob writes the layer's tar, compressed with c, to a file in work.
 func (s *Store) layerBlob(l *Layer, work string, c layer.Compression, what string) (archive.SaveLayer, error) {
+	if c == layer.Estargz {
+		path, eb, err := s.estargzBlob(l, work, what)
+		if err != nil {
+			return archive.SaveLayer{}, fmt.Errorf("save: %w", err)
+		}
+		return archive.SaveLayer{Path: path, Digest: eb.Digest, Size: eb.Size, MediaType: v1.MediaTypeImageLayerGzip,
+			DiffID: eb.DiffID, Annotations: eb.Annotations()}, nil
+	}
 	f, err := os.CreateTemp(work, "blob-")
 	if err != nil {
 		return archive.SaveLayer{}, fmt.Errorf("save: %w", err)
@@ -401,6 +416,35 @@ func (p *progressWriter) Write(b []byte) (int, error) {
 	p.done += int64(n)
 	p.p(p.what, p.done, p.total)
 	return n, err
+}
+
+// estargzBlob writes the eStargz form of l to a file in work (see
+// layer.BuildEstargz): the layer's tar goes to a file first, since the
+// builder reads it twice.
+func (s *Store) estargzBlob(l *Layer, work, what string) (string, layer.EstargzBlob, error) {
+	t, err := os.CreateTemp(work, "tar-")
+	if err != nil {
+		return "", layer.EstargzBlob{}, err
+	}
+	defer func() { t.Close(); os.Remove(t.Name()) }()
+	var dst io.Writer = t
+	if s.opts.Progress != nil {
+		dst = &progressWriter{w: t, what: what, total: l.TarSize, p: s.opts.Progress}
+	}
+	_, n, err := s.LayerTar(l, dst)
+	if err != nil {
+		return "", layer.EstargzBlob{}, fmt.Errorf("layer %s: %w", short(l.ID), err)
+	}
+	f, err := os.CreateTemp(work, "blob-")
+	if err != nil {
+		return "", layer.EstargzBlob{}, err
+	}
+	defer f.Close()
+	eb, err := layer.BuildEstargz(io.NewSectionReader(t, 0, n), f, nil)
+	if err != nil {
+		return "", layer.EstargzBlob{}, fmt.Errorf("layer %s: %w", short(l.ID), err)
+	}
+	return f.Name(), eb, nil
 }
 
 // replaceDiffIDs returns config with rootfs.diff_ids replaced, every
