@@ -15,6 +15,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/unionmount/unionmount/internal/testenv"
 )
 
 // TestQuickSmoke runs the built `unionbench --quick` end to end, as CI
@@ -25,10 +27,10 @@ import (
 // speed.
 func TestQuickSmoke(t *testing.T) {
 	if os.Geteuid() != 0 {
-		t.Skip("needs root: kernel overlayfs mounts, /dev/fuse and dropping caches")
+		testenv.Skipf(t, "needs root: kernel overlayfs mounts, /dev/fuse and dropping caches")
 	}
 	if err := needFUSE(); err != nil {
-		t.Skipf("no FUSE: %v", err)
+		testenv.Skipf(t, "no FUSE: %v", err)
 	}
 	bins := t.TempDir()
 	unionbench := filepath.Join(bins, "unionbench")

@@ -14,6 +14,8 @@ import (
 	"testing"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/unionmount/unionmount/internal/testenv"
 )
 
 // layout is a lower, an upper and a workdir, each open as a directory fd,
@@ -125,7 +127,7 @@ func must(t testing.TB, err error) {
 func requireRoot(t testing.TB) {
 	t.Helper()
 	if os.Geteuid() != 0 {
-		t.Skip("needs root (chown, mknod of devices, trusted.* xattrs, mounts)")
+		testenv.Skipf(t, "needs root (chown, mknod of devices, trusted.* xattrs, mounts)")
 	}
 }
 
@@ -258,7 +260,7 @@ func mountTmpfs(t testing.TB, dir string) {
 	t.Helper()
 	requireRoot(t)
 	if err := unix.Mount("tmpfs", dir, "tmpfs", 0, "size=256m"); err != nil {
-		t.Skipf("cannot mount tmpfs: %v", err)
+		testenv.Skipf(t, "cannot mount tmpfs: %v", err)
 	}
 	t.Cleanup(func() {
 		if err := unix.Unmount(dir, unix.MNT_DETACH); err != nil {
@@ -273,7 +275,7 @@ func mountXFS(t testing.TB, dir string) {
 	requireRoot(t)
 	mkfs, err := exec.LookPath("mkfs.xfs")
 	if err != nil {
-		t.Skip("needs mkfs.xfs (apt-get install xfsprogs) for a reflink filesystem")
+		testenv.Skipf(t, "needs mkfs.xfs (apt-get install xfsprogs) for a reflink filesystem")
 	}
 	img := filepath.Join(t.TempDir(), "xfs.img")
 	f, err := os.Create(img)
@@ -281,10 +283,10 @@ func mountXFS(t testing.TB, dir string) {
 	must(t, f.Truncate(320<<20)) // mkfs.xfs wants 300 MB at least
 	must(t, f.Close())
 	if out, err := exec.Command(mkfs, "-q", "-m", "reflink=1", img).CombinedOutput(); err != nil {
-		t.Skipf("mkfs.xfs: %v: %s", err, out)
+		testenv.Skipf(t, "mkfs.xfs: %v: %s", err, out)
 	}
 	if out, err := exec.Command("mount", "-o", "loop", img, dir).CombinedOutput(); err != nil {
-		t.Skipf("mount xfs image: %v: %s", err, out)
+		testenv.Skipf(t, "mount xfs image: %v: %s", err, out)
 	}
 	t.Cleanup(func() {
 		if err := unix.Unmount(dir, 0); err != nil {

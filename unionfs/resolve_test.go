@@ -8,6 +8,8 @@ import (
 	"testing"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/unionmount/unionmount/internal/testenv"
 )
 
 // mkLayers builds layers from specs: "path" is a dir when it ends in "/",
@@ -68,7 +70,7 @@ func mkLayers(t *testing.T, specs ...[]string) []string {
 
 func requireRoot(t *testing.T) {
 	if os.Geteuid() != 0 {
-		t.Skip("needs root: the fixtures make char 0/0 whiteouts and trusted.* xattrs")
+		testenv.Skipf(t, "needs root: the fixtures make char 0/0 whiteouts and trusted.* xattrs")
 	}
 }
 
@@ -269,7 +271,7 @@ func TestLowerPathDetached(t *testing.T) {
 			t.Fatal(err)
 		}
 		if err := unix.Mount(lowers[0], bind, "", unix.MS_BIND, ""); err != nil {
-			t.Skipf("bind mount: %v", err)
+			testenv.Skipf(t, "bind mount: %v", err)
 		}
 		v := newView(t, cache, []string{bind, lowers[1]})
 		if err := unix.Unmount(bind, unix.MNT_DETACH); err != nil {

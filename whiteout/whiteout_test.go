@@ -7,6 +7,8 @@ import (
 	"testing"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/unionmount/unionmount/internal/testenv"
 )
 
 func TestAUFSTarget(t *testing.T) {
@@ -56,7 +58,7 @@ func TestIsPrivateXattr(t *testing.T) {
 
 func TestWriteAndReadBack(t *testing.T) {
 	if os.Geteuid() != 0 {
-		t.Skip("needs root: mknod 0/0 and trusted.* xattrs")
+		testenv.Skipf(t, "needs root: mknod 0/0 and trusted.* xattrs")
 	}
 	dir := t.TempDir()
 	dfd, err := unix.Open(dir, unix.O_RDONLY|unix.O_DIRECTORY, 0)

@@ -15,6 +15,7 @@ import (
 
 	"github.com/unionmount/unionmount/image/imagetest"
 	"github.com/unionmount/unionmount/internal/fstest"
+	"github.com/unionmount/unionmount/internal/testenv"
 )
 
 // session is a store with the busybox image imported as "busybox:base".
@@ -401,7 +402,7 @@ func TestMountUmount(t *testing.T) {
 // bundle whose root is the union mount.
 func TestRuncRuntime(t *testing.T) {
 	if _, err := exec.LookPath("runc"); err != nil {
-		t.Skip("needs runc")
+		testenv.Skipf(t, "needs runc")
 	}
 	s := session(t)
 	host := t.TempDir()

@@ -17,13 +17,14 @@ import (
 	"github.com/unionmount/unionmount/image/imagetest"
 	"github.com/unionmount/unionmount/internal/fstest"
 	"github.com/unionmount/unionmount/internal/mountinfo"
+	"github.com/unionmount/unionmount/internal/testenv"
 )
 
 func requireTools(t *testing.T, tools ...string) {
 	t.Helper()
 	for _, tool := range tools {
 		if _, err := exec.LookPath(tool); err != nil {
-			t.Skipf("needs %s (make deps installs it)", tool)
+			testenv.Skipf(t, "needs %s (make deps installs it)", tool)
 		}
 	}
 }

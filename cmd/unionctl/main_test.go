@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/unionmount/unionmount/image/imagetest"
+	"github.com/unionmount/unionmount/internal/testenv"
 )
 
 func TestMain(m *testing.M) {
@@ -63,7 +64,7 @@ func TestUsage(t *testing.T) {
 		{[]string{"--version"}, 0, "unionctl "},
 	}
 	if os.Geteuid() != 0 {
-		t.Skip("needs root: the store verbs re-execute in a user namespace otherwise")
+		testenv.Skipf(t, "needs root: the store verbs re-execute in a user namespace otherwise")
 	}
 	for _, c := range cases {
 		code, out, errOut := runInProcess(t, c.args...)

@@ -16,6 +16,7 @@ import (
 
 	"github.com/unionmount/unionmount/image/imagetest"
 	"github.com/unionmount/unionmount/internal/fstest"
+	"github.com/unionmount/unionmount/internal/testenv"
 )
 
 // testUser is a user the test creates, with a subordinate id range, and
@@ -33,7 +34,7 @@ func createTestUser(t *testing.T) testUser {
 	name := fmt.Sprintf("uctl%d", os.Getpid()%100000)
 	out, err := exec.Command("useradd", "--no-create-home", "--shell", "/bin/sh", name).CombinedOutput()
 	if err != nil {
-		t.Skipf("cannot create a test user: useradd: %v: %s", err, out)
+		testenv.Skipf(t, "cannot create a test user: useradd: %v: %s", err, out)
 	}
 	u := testUser{name: name}
 	t.Cleanup(func() {
@@ -54,7 +55,7 @@ func createTestUser(t *testing.T) testUser {
 	if start, ok := subRange("/etc/subuid", name); ok {
 		u.subStart = start
 		if gs, ok := subRange("/etc/subgid", name); !ok || gs != start {
-			t.Skipf("%s has different subuid and subgid ranges", name)
+			testenv.Skipf(t, "%s has different subuid and subgid ranges", name)
 		}
 		return u
 	}

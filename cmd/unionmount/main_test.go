@@ -14,6 +14,7 @@ import (
 
 	"github.com/unionmount/unionmount/internal/fstest"
 	"github.com/unionmount/unionmount/internal/mountinfo"
+	"github.com/unionmount/unionmount/internal/testenv"
 )
 
 // runAsMain makes the test binary act as unionmount, so the end-to-end
@@ -66,13 +67,13 @@ func runUnionmount(t *testing.T, dir string, args ...string) (int, string) {
 func skipUnlessFUSE(t *testing.T) {
 	t.Helper()
 	if os.Geteuid() != 0 {
-		t.Skip("needs root: /dev/fuse is root-only here and the tests mount directly")
+		testenv.Skipf(t, "needs root: /dev/fuse is root-only here and the tests mount directly")
 	}
 	if _, err := os.Stat("/dev/fuse"); err != nil {
-		t.Skipf("needs /dev/fuse: %v", err)
+		testenv.Skipf(t, "needs /dev/fuse: %v", err)
 	}
 	if _, err := exec.LookPath("fusermount3"); err != nil {
-		t.Skip("needs fusermount3 (apt-get install fuse3)")
+		testenv.Skipf(t, "needs fusermount3 (apt-get install fuse3)")
 	}
 }
 
@@ -203,7 +204,7 @@ func TestDaemonReportsMountError(t *testing.T) {
 	code, stderr := runUnionmount(t, fx.root, args...)
 	if code == exitOK {
 		unmountLazily(t, fx.mnt)
-		t.Skip("the mount accepted a file at workdir/work; no failure to report")
+		t.Skip("not applicable: the mount accepted a file at workdir/work, so there is no failure to report")
 	}
 	if code != exitFailure || !strings.HasPrefix(stderr, "unionmount: ") ||
 		strings.Count(stderr, "\n") != 1 || !strings.Contains(stderr, "work") {

@@ -20,6 +20,7 @@ import (
 	"time"
 
 	"github.com/unionmount/unionmount/internal/fstest"
+	"github.com/unionmount/unionmount/internal/testenv"
 )
 
 var build struct {
@@ -87,10 +88,10 @@ const Busybox = "/bin/busybox"
 func RequireBusybox(t testing.TB) {
 	t.Helper()
 	if _, err := os.Stat(Busybox); err != nil {
-		t.Skipf("needs busybox-static (%s): %v", Busybox, err)
+		testenv.Skipf(t, "needs busybox-static (%s): %v", Busybox, err)
 	}
 	if out, err := exec.Command("ldd", Busybox).CombinedOutput(); err == nil && !bytes.Contains(out, []byte("not a dynamic")) {
-		t.Skipf("%s is dynamically linked: install busybox-static", Busybox)
+		testenv.Skipf(t, "%s is dynamically linked: install busybox-static", Busybox)
 	}
 }
 

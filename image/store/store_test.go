@@ -20,6 +20,7 @@ import (
 	"github.com/unionmount/unionmount/image/imagetest"
 	"github.com/unionmount/unionmount/image/layer"
 	"github.com/unionmount/unionmount/internal/fstest"
+	"github.com/unionmount/unionmount/internal/testenv"
 )
 
 func TestMain(m *testing.M) {
@@ -469,7 +470,7 @@ func TestSizeMatchesDu(t *testing.T) {
 	}
 	out, err := execOutput("du", "-s", "-B1", s.Upper(c))
 	if err != nil {
-		t.Skipf("du: %v", err)
+		testenv.Skipf(t, "du: %v", err)
 	}
 	if want := strings.Fields(out)[0]; want != itoa(rw) {
 		t.Errorf("rw size %d, du says %s", rw, want)

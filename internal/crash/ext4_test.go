@@ -10,6 +10,8 @@ import (
 	"unsafe"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/unionmount/unionmount/internal/testenv"
 )
 
 // ext4 is a small ext4 filesystem on a loop device, for an upper whose
@@ -39,7 +41,7 @@ const (
 func newExt4(t *testing.T) *ext4 {
 	t.Helper()
 	if _, err := exec.LookPath("mkfs.ext4"); err != nil {
-		t.Skip("needs mkfs.ext4 (apt-get install e2fsprogs)")
+		testenv.Skipf(t, "needs mkfs.ext4 (apt-get install e2fsprogs)")
 	}
 	root := t.TempDir()
 	fs := &ext4{img: filepath.Join(root, "upper.img"), dir: filepath.Join(root, "fs")}
@@ -70,7 +72,7 @@ func (fs *ext4) mount(t *testing.T) {
 	// (autoclear).
 	if out, err := exec.Command("mount", "-o", "loop", fs.img, fs.dir).CombinedOutput(); err != nil {
 		if strings.Contains(string(out), "loop") {
-			t.Skipf("needs a loop device: %s", out)
+			testenv.Skipf(t, "needs a loop device: %s", out)
 		}
 		t.Fatalf("mount the ext4 upper: %v: %s", err, out)
 	}
@@ -125,7 +127,7 @@ func (fs *ext4) crash(t *testing.T) {
 // there. Without the first, TestKillDuringFsyncWrites could not fail.
 func TestExt4CrashLosesUnflushedData(t *testing.T) {
 	if os.Geteuid() != 0 {
-		t.Skip("needs root to mount a loop device")
+		testenv.Skipf(t, "needs root to mount a loop device")
 	}
 	fs := newExt4(t)
 	synced := filepath.Join(fs.dir, "synced")

@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/unionmount/unionmount/internal/fstest"
+	"github.com/unionmount/unionmount/internal/testenv"
 )
 
 // Kill points at system calls
@@ -303,7 +304,7 @@ func runSyscallScenario(t *testing.T, sc syscallScenario, max int) {
 func requireStrace(t *testing.T) {
 	t.Helper()
 	if _, err := exec.LookPath("strace"); err != nil {
-		t.Skip("needs strace for exact kill points (apt-get install strace)")
+		testenv.Skipf(t, "needs strace for exact kill points (apt-get install strace)")
 	}
 }
 

@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/unionmount/unionmount/internal/fstest"
+	"github.com/unionmount/unionmount/internal/testenv"
 	"golang.org/x/sys/unix"
 )
 
@@ -369,7 +370,7 @@ func mountTmpfs(t *testing.T) string {
 	t.Helper()
 	root := t.TempDir()
 	if err := unix.Mount("tmpfs", root, "tmpfs", 0, "size=2g,mode=0755"); err != nil {
-		t.Skipf("needs a tmpfs for the layers: %v", err)
+		testenv.Skipf(t, "needs a tmpfs for the layers: %v", err)
 	}
 	t.Cleanup(func() {
 		if err := unix.Unmount(root, unix.MNT_DETACH); err != nil {

@@ -12,6 +12,8 @@ import (
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/unionmount/unionmount/internal/testenv"
 )
 
 var t0 = time.Date(2020, 1, 2, 3, 4, 5, 123456789, time.UTC)
@@ -499,7 +501,7 @@ func TestKernelOverlayManyLayers(t *testing.T) {
 func TestMountUnionPlumbing(t *testing.T) {
 	RequireFUSE(t)
 	if _, err := exec.LookPath("fuse-overlayfs"); err != nil {
-		t.Skip("needs fuse-overlayfs for the fake daemon (apt-get install fuse-overlayfs)")
+		testenv.Skipf(t, "needs fuse-overlayfs for the fake daemon (apt-get install fuse-overlayfs)")
 	}
 	shim, err := WriteFuseOverlayfsShim(t.TempDir())
 	if err != nil {
@@ -541,7 +543,7 @@ func TestMountUnionPlumbing(t *testing.T) {
 		// A mount namespace made while the mount exists keeps a copy of
 		// it, so the unmount here does not end the FUSE connection.
 		if _, err := exec.LookPath("unshare"); err != nil {
-			t.Skip("needs unshare (util-linux)")
+			testenv.Skipf(t, "needs unshare (util-linux)")
 		}
 		defer func(w time.Duration) { exitWait = w }(exitWait)
 		exitWait = 500 * time.Millisecond

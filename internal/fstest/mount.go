@@ -15,6 +15,7 @@ import (
 
 	"github.com/unionmount/unionmount/internal/lowerlist"
 	"github.com/unionmount/unionmount/internal/mountinfo"
+	"github.com/unionmount/unionmount/internal/testenv"
 	"golang.org/x/sys/unix"
 )
 
@@ -24,41 +25,49 @@ const mountWait = 10 * time.Second
 
 var exitWait = 10 * time.Second
 
-// RequireRoot skips the test unless it runs as root.
+// Skipf skips the test with the reason, or fails it with the same reason
+// when CI=true (testenv.Skipf, which packages fstest imports use directly):
+// for a missing root, tool, package, kernel feature, module or device.
+func Skipf(t testing.TB, format string, args ...any) {
+	t.Helper()
+	testenv.Skipf(t, format, args...)
+}
+
+// RequireRoot skips the test (fails it under CI=true) unless it runs as root.
 func RequireRoot(t testing.TB) {
 	t.Helper()
 	if os.Geteuid() != 0 {
-		t.Skipf("needs root (euid is %d): run the tests as root", os.Geteuid())
+		testenv.Skipf(t, "needs root (euid is %d): run the tests as root", os.Geteuid())
 	}
 }
 
-// RequireFUSE skips the test unless it runs as root and /dev/fuse can be
-// opened.
+// RequireFUSE skips the test (fails it under CI=true) unless it runs as
+// root and /dev/fuse can be opened.
 func RequireFUSE(t testing.TB) {
 	t.Helper()
 	RequireRoot(t)
 	f, err := os.OpenFile("/dev/fuse", os.O_RDWR, 0)
 	if err != nil {
-		t.Skipf("needs FUSE: %v (install fuse3 and load the fuse module)", err)
+		testenv.Skipf(t, "needs FUSE: %v (install fuse3 and load the fuse module)", err)
 	}
 	f.Close()
 }
 
-// RequireOverlay skips the test unless it runs as root and the kernel knows
-// the overlay filesystem.
+// RequireOverlay skips the test (fails it under CI=true) unless it runs as
+// root and the kernel knows the overlay filesystem.
 func RequireOverlay(t testing.TB) {
 	t.Helper()
 	RequireRoot(t)
 	b, err := os.ReadFile("/proc/filesystems")
 	if err != nil {
-		t.Skipf("needs overlayfs: %v", err)
+		testenv.Skipf(t, "needs overlayfs: %v", err)
 	}
 	for _, line := range strings.Split(string(b), "\n") {
 		if f := strings.Fields(line); len(f) > 0 && f[len(f)-1] == "overlay" {
 			return
 		}
 	}
-	t.Skip("needs overlayfs: not in /proc/filesystems (modprobe overlay)")
+	testenv.Skipf(t, "needs overlayfs: not in /proc/filesystems (modprobe overlay)")
 }
 
 // KernelOptions are the overlayfs options the oracle is pinned to: the

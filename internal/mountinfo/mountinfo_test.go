@@ -5,6 +5,8 @@ import (
 	"reflect"
 	"strings"
 	"testing"
+
+	"github.com/unionmount/unionmount/internal/testenv"
 )
 
 // A mountinfo as containers-storage leaves it while it runs the mount
@@ -114,7 +116,7 @@ func TestUnescape(t *testing.T) {
 func TestSelf(t *testing.T) {
 	mounts, err := Self()
 	if err != nil {
-		t.Skipf("no /proc/self/mountinfo: %v", err)
+		testenv.Skipf(t, "no /proc/self/mountinfo: %v", err)
 	}
 	if len(On(mounts, "/")) == 0 {
 		t.Errorf("no mount on / in %d mounts", len(mounts))

@@ -14,6 +14,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/unionmount/unionmount/internal/fstest"
+	"github.com/unionmount/unionmount/internal/testenv"
 )
 
 // The -o vocabulary containers-storage sends a mount_program (DESIGN.md
@@ -426,7 +427,7 @@ func idmappedCopies(t *testing.T, root string, lowers []string) ([]string, func(
 		GidMappings: []syscall.SysProcIDMap{{ContainerID: 0, HostID: 100000, Size: 65536}},
 	}
 	if err := holder.Start(); err != nil {
-		t.Skipf("needs user namespaces for an idmapped mount: %v", err)
+		testenv.Skipf(t, "needs user namespaces for an idmapped mount: %v", err)
 	}
 	defer func() { holder.Process.Kill(); holder.Wait() }()
 	userns, err := unix.Open(fmt.Sprintf("/proc/%d/ns/user", holder.Process.Pid), unix.O_RDONLY|unix.O_CLOEXEC, 0)
@@ -450,7 +451,7 @@ func idmappedCopies(t *testing.T, root string, lowers []string) ([]string, func(
 		}
 		tree, err := unix.OpenTree(unix.AT_FDCWD, src, unix.OPEN_TREE_CLONE|unix.OPEN_TREE_CLOEXEC)
 		if err != nil {
-			t.Skipf("needs open_tree for an idmapped mount: %v", err)
+			testenv.Skipf(t, "needs open_tree for an idmapped mount: %v", err)
 		}
 		attr := unix.MountAttr{Attr_set: unix.MOUNT_ATTR_IDMAP, Userns_fd: uint64(userns)}
 		err = unix.MountSetattr(tree, "", unix.AT_EMPTY_PATH, &attr)
@@ -459,7 +460,7 @@ func idmappedCopies(t *testing.T, root string, lowers []string) ([]string, func(
 		}
 		unix.Close(tree)
 		if err != nil {
-			t.Skipf("needs idmapped mounts on this filesystem: %v", err)
+			testenv.Skipf(t, "needs idmapped mounts on this filesystem: %v", err)
 		}
 		dsts = append(dsts, dst)
 		out = append(out, filepath.Join(dst, filepath.Base(l)))

@@ -18,6 +18,7 @@ import (
 	"github.com/unionmount/unionmount/internal/fstest"
 	"github.com/unionmount/unionmount/internal/mountinfo"
 	"github.com/unionmount/unionmount/internal/rootless"
+	"github.com/unionmount/unionmount/internal/testenv"
 	"golang.org/x/sys/unix"
 )
 
@@ -83,11 +84,11 @@ func requirePodman(t *testing.T) {
 	fstest.RequireFUSE(t)
 	for _, tool := range []string{"podman", "runc", "newuidmap", "newgidmap"} {
 		if _, err := exec.LookPath(tool); err != nil {
-			t.Skipf("needs %s: %v (apt-get install podman runc uidmap)", tool, err)
+			testenv.Skipf(t, "needs %s: %v (apt-get install podman runc uidmap)", tool, err)
 		}
 	}
 	if _, err := os.Stat(busyboxPath()); err != nil {
-		t.Skip("needs a static busybox for the test image (apt-get install busybox-static)")
+		testenv.Skipf(t, "needs a static busybox for the test image (apt-get install busybox-static)")
 	}
 }
 

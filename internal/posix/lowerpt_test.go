@@ -15,6 +15,7 @@ import (
 	"testing"
 
 	"github.com/unionmount/unionmount/internal/fstest"
+	"github.com/unionmount/unionmount/internal/testenv"
 	"golang.org/x/sys/unix"
 )
 
@@ -37,7 +38,7 @@ func TestLowerPassthrough(t *testing.T) {
 	}
 	u := fstest.MountUnion(t, []string{lower}, upper, work, mnt, "--lower-passthrough", "--debug")
 	if strings.Contains(u.Output(), "passthrough refused") {
-		t.Skip("the kernel refuses FUSE passthrough here: " + u.Output())
+		testenv.Skipf(t, "the kernel refuses FUSE passthrough here (Linux 6.9+ has it): %s", u.Output())
 	}
 	p := func(name string) string { return filepath.Join(mnt, name) }
 

@@ -23,6 +23,7 @@ import (
 	"testing"
 
 	"github.com/unionmount/unionmount/internal/fstest"
+	"github.com/unionmount/unionmount/internal/testenv"
 	"golang.org/x/sys/unix"
 )
 
@@ -163,7 +164,7 @@ func TestTruncateToZeroOfBigLowerFileCopiesNoData(t *testing.T) {
 func TestConcurrentOpenersShareOneCopyUp(t *testing.T) {
 	fstest.RequireRoot(t)
 	if _, err := exec.LookPath("dd"); err != nil {
-		t.Skip("needs dd (coreutils)")
+		testenv.Skipf(t, "needs dd (coreutils)")
 	}
 	const size, writers, readers = 5 << 20, 6, 4
 	data := randomData(2, size)

@@ -19,6 +19,7 @@ import (
 	"testing"
 
 	"github.com/unionmount/unionmount/internal/fstest"
+	"github.com/unionmount/unionmount/internal/testenv"
 	"golang.org/x/sys/unix"
 )
 
@@ -315,7 +316,7 @@ func TestLongPathBelowMount(t *testing.T) {
 				t.Fatal(err)
 			}
 			if len(mnt)+1+len(rel)+len("/file") >= unix.PathMax {
-				t.Skipf("temp dir %s is too long for paths just under PATH_MAX through it: set a shorter TMPDIR", mnt)
+				testenv.Skipf(t, "temp dir %s is too long for paths just under PATH_MAX through it: set a shorter TMPDIR", mnt)
 			}
 			// The layers live 7 directories of 256 bytes below base.
 			deepSegs := make([]string, 7)

@@ -18,6 +18,7 @@ import (
 	"time"
 
 	"github.com/unionmount/unionmount/internal/fstest"
+	"github.com/unionmount/unionmount/internal/testenv"
 	"golang.org/x/sys/unix"
 )
 
@@ -457,7 +458,7 @@ var (
 func holdSyscall(t *testing.T, pid int, name string, d time.Duration) (stop func()) {
 	t.Helper()
 	if _, err := exec.LookPath("strace"); err != nil {
-		t.Skip("needs strace to hold a system call (apt-get install strace)")
+		testenv.Skipf(t, "needs strace to hold a system call (apt-get install strace)")
 	}
 	cmd := exec.Command("strace", "-f", "-qq", "-e", "signal=none", "-o", "/dev/null", "-p", strconv.Itoa(pid),
 		"-e", "trace="+name, "-e", fmt.Sprintf("inject=%s:delay_enter=%d", name, d.Microseconds()))

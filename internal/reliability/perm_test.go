@@ -410,7 +410,7 @@ func checkEscaped(t *testing.T, upper string) {
 // setattr_should_drop_sgid), as ext4 and kernel overlayfs do; otherwise
 // the owner's later chmod g+x makes that user's content setgid.
 func TestSetgidWithoutGroupExecDroppedOnWrite(t *testing.T) {
-	t.Skip("known bug: FUSE's killpriv fallback (fuse_setattr) keeps S_ISGID without S_IXGRP; fuse-overlayfs too")
+	t.Skip("deliberate, known bug (not the environment): FUSE's killpriv fallback (fuse_setattr) keeps S_ISGID without S_IXGRP; fuse-overlayfs too")
 	fstest.RequireFUSE(t)
 	fstest.RequireOverlay(t)
 	for _, args := range [][]string{{"--allow-other"}, {"--allow-other", "--no-passthrough"}} {

@@ -10,6 +10,8 @@ import (
 	"testing"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/unionmount/unionmount/internal/testenv"
 )
 
 func must(t *testing.T, err error) {
@@ -149,7 +151,7 @@ func TestRemoveAtGoesOn(t *testing.T) {
 	must(t, err)
 	t.Cleanup(func() { f.Close() })
 	if err := unix.IoctlSetPointerInt(int(f.Fd()), unix.FS_IOC_SETFLAGS, fsImmutableFL); err != nil {
-		t.Skipf("cannot make a file immutable here (needs root and a filesystem with the flag): %v", err)
+		testenv.Skipf(t, "cannot make a file immutable here (needs root and a filesystem with the flag): %v", err)
 	}
 	t.Cleanup(func() { unix.IoctlSetPointerInt(int(f.Fd()), unix.FS_IOC_SETFLAGS, 0) })
 

@@ -8,6 +8,7 @@ import (
 	"testing"
 
 	"github.com/unionmount/unionmount/internal/fstest"
+	"github.com/unionmount/unionmount/internal/testenv"
 )
 
 // TestHostRequirementErrors takes away, one at a time, what a host needs
@@ -29,7 +30,7 @@ func TestHostRequirementErrors(t *testing.T) {
 	plain := filepath.Join(u.rootDir(t), "fusermount3")
 	fusermount3, err := exec.LookPath("fusermount3")
 	if err != nil {
-		t.Skip("needs fusermount3 (apt-get install fuse3)")
+		testenv.Skipf(t, "needs fusermount3 (apt-get install fuse3)")
 	}
 	if b, err := os.ReadFile(fusermount3); err != nil {
 		t.Fatal(err)

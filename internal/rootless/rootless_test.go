@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/unionmount/unionmount/internal/fstest"
+	"github.com/unionmount/unionmount/internal/testenv"
 )
 
 func TestMain(m *testing.M) {
@@ -122,7 +123,7 @@ func requireKernelUserOverlay(t *testing.T) {
 	t.Helper()
 	b, err := os.ReadFile("/proc/filesystems")
 	if err != nil || !strings.Contains(string(b), "\toverlay\n") {
-		t.Skip("needs overlayfs for the oracle (modprobe overlay)")
+		testenv.Skipf(t, "needs overlayfs for the oracle (modprobe overlay)")
 	}
 }
 
@@ -193,7 +194,7 @@ func checkOpsOutput(t *testing.T, what string, r Result) {
 func TestFusermountMount(t *testing.T) {
 	fstest.RequireFUSE(t)
 	if _, err := exec.LookPath("fusermount3"); err != nil {
-		t.Skip("needs fusermount3 (apt-get install fuse3)")
+		testenv.Skipf(t, "needs fusermount3 (apt-get install fuse3)")
 	}
 	u := NewUser(t)
 	bin := userBinary(t, u)
@@ -301,7 +302,7 @@ func TestUserNamespaceMount(t *testing.T) {
 	fstest.RequireFUSE(t)
 	for _, tool := range []string{"newuidmap", "newgidmap"} {
 		if _, err := exec.LookPath(tool); err != nil {
-			t.Skipf("needs %s to map subordinate ids: %v (apt-get install uidmap)", tool, err)
+			testenv.Skipf(t, "needs %s to map subordinate ids: %v (apt-get install uidmap)", tool, err)
 		}
 	}
 	u := NewUser(t)

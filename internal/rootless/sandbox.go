@@ -12,6 +12,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/unionmount/unionmount/internal/testenv"
 )
 
 // Sandbox says how User.Command runs a command of the test user. Every
@@ -68,7 +70,7 @@ func (u *User) Command(ctx context.Context, t testing.TB, sb Sandbox, name strin
 	mode := "-"
 	if sb.FuseMode != 0 {
 		if _, err := os.Stat("/dev/fuse"); err != nil {
-			t.Skipf("needs /dev/fuse: %v (load the fuse module)", err)
+			testenv.Skipf(t, "needs /dev/fuse: %v (load the fuse module)", err)
 		}
 		mode = strconv.FormatUint(uint64(sb.FuseMode.Perm()), 8)
 	}

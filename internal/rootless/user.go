@@ -16,6 +16,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/unionmount/unionmount/internal/testenv"
 )
 
 // User is a throwaway account made by NewUser, with subordinate id ranges
@@ -69,11 +71,11 @@ const toolWait = 20 * time.Second
 func NewUser(t testing.TB) *User {
 	t.Helper()
 	if os.Geteuid() != 0 {
-		t.Skipf("creating a test user needs root (euid is %d): run the tests as root", os.Geteuid())
+		testenv.Skipf(t, "creating a test user needs root (euid is %d): run the tests as root", os.Geteuid())
 	}
 	for _, tool := range []string{"useradd", "userdel", "usermod", "unshare", "setpriv"} {
 		if _, err := exec.LookPath(tool); err != nil {
-			t.Skipf("needs %s: %v (apt-get install passwd util-linux)", tool, err)
+			testenv.Skipf(t, "needs %s: %v (apt-get install passwd util-linux)", tool, err)
 		}
 	}
 	var rnd [4]byte

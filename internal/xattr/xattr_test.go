@@ -9,6 +9,8 @@ import (
 	"testing"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/unionmount/unionmount/internal/testenv"
 )
 
 func TestSplit(t *testing.T) {
@@ -31,7 +33,7 @@ func setUser(t *testing.T, p, name string, value []byte) {
 	t.Helper()
 	if err := unix.Lsetxattr(p, "user."+name, value, 0); err != nil {
 		if errors.Is(err, unix.ENOTSUP) {
-			t.Skipf("%s: no user xattrs on this filesystem", filepath.Dir(p))
+			testenv.Skipf(t, "%s: no user xattrs on this filesystem", filepath.Dir(p))
 		}
 		t.Fatal(err)
 	}
