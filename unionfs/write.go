@@ -2,7 +2,6 @@ package unionfs
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"syscall"
 
@@ -72,8 +71,7 @@ func (u *unionFS) copyUp(n *node, trunc bool) error {
 		// kernel does with index=off: the other names keep the old one.
 		opts.Xattrs = map[string][]byte{u.originXattr: originValue(n.StableAttr().Ino)}
 	}
-	err = copyup.Entry(copyup.Source{DirFd: src.dir(), Name: name, Stat: st}, dst.fd, name, u.work, opts)
-	if err != nil && !errors.Is(err, unix.EEXIST) {
+	if err := u.upper.CopyUp(copyup.Source{DirFd: src.dir(), Name: name, Stat: st}, dst.fd, opts); err != nil {
 		return fmt.Errorf("copy up %q: %w", name, err)
 	}
 	if st.Mode&unix.S_IFMT == unix.S_IFDIR {

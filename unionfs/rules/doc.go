@@ -56,9 +56,12 @@
 //     into a merged directory is marked opaque before it moves, so it never
 //     merges with a lower directory of its new name.
 //
-// Copy-up (package copyup, driven by unionfs) comes first: every rule here
-// expects the entries it moves and the directories it works in to be in
-// the upper already.
+//   - Copy-up (ovl_copy_up_flags): parents first, each step one entry
+//     copied into the upper copy of its parent (CopyUp, a transaction of
+//     package copyup); a directory comes up empty. unionfs walks its
+//     nodes that way under their copy-up locks. Every other rule expects
+//     the entries it moves and the directories it works in to be in the
+//     upper already.
 //
 // # Tests
 //
