@@ -68,5 +68,5 @@
 // Each rule runs on a lower and an upper built from fixtures; the upper
 // it leaves is compared with a declared listing and with the upper kernel
 // overlayfs leaves after the same operation through a kernel mount
-// (userxattr).
+// (userxattr). TestUnprivileged runs them all again as uid 65534.
 package rules
