@@ -229,3 +229,56 @@ func TestRename(t *testing.T) {
 		want:    upperOnDisk("a 0644 =1 nlink=1"),
 	}})
 }
+
+// renameBetween is renameAs for a move from the upper directory sdir to
+// ddir (paths below the upper; both already up), whose merged-ness the
+// case states. The entry that moves is already up.
+func renameBetween(sdir, name, ddir, newName string, srcParentMerged, dstParentMerged bool, src Entry, srcLower bool) func(*stack) error {
+	return func(s *stack) error {
+		if err := CheckRename(src, nil, 0, nil); err != nil {
+			return err
+		}
+		open := func(p string) (int, error) {
+			return unix.Openat(s.upperFd, p, unix.O_PATH|unix.O_DIRECTORY|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
+		}
+		sfd, err := open(sdir)
+		if err != nil {
+			return err
+		}
+		defer unix.Close(sfd)
+		dfd, err := open(ddir)
+		if err != nil {
+			return err
+		}
+		defer unix.Close(dfd)
+		m := Move{Src: src, SrcParentMerged: srcParentMerged, DstParentMerged: dstParentMerged}
+		m.Src.Lower = srcLower
+		return s.up.Rename(sfd, name, dfd, newName, m)
+	}
+}
+
+func TestRenameBetweenDirectories(t *testing.T) {
+	upperDir := Entry{Dir: true, Upper: true}
+	runCases(t, []ruleCase{{
+		name:   "upper directory into an upper-only directory stays as it is",
+		lower:  []fstest.Applier{file("other", "1")},
+		upper:  []fstest.Applier{dir("p"), dir("s")},
+		rules:  renameBetween(".", "s", "p", "s", true, false, upperDir, false),
+		kernel: renameAt("s", "p/s", 0),
+		want:   []string{"p/ 0755", "p/s/ 0755"},
+	}, {
+		name:   "upper directory from an upper-only directory into a merged one becomes opaque",
+		lower:  []fstest.Applier{dir("d"), file("d/x", "1")},
+		upper:  []fstest.Applier{dir("d"), dir("p"), dir("p/s")},
+		rules:  renameBetween("p", "s", "d", "s", false, true, upperDir, false),
+		kernel: renameAt("p/s", "d/s", 0),
+		want:   []string{"d/ 0755", "d/s/ 0755 opaque", "p/ 0755"},
+	}, {
+		name:   "upper file over a lower one leaves a whiteout in its merged directory",
+		lower:  []fstest.Applier{dir("d"), file("d/f", "old")},
+		upper:  []fstest.Applier{dir("d"), file("d/f", "new"), dir("p")},
+		rules:  renameBetween("d", "f", "p", "f", true, false, Entry{Upper: true}, true),
+		kernel: renameAt("d/f", "p/f", 0),
+		want:   []string{"d/ 0755", "d/f whiteout", "p/ 0755", "p/f 0644 =new nlink=1"},
+	}})
+}

@@ -53,7 +53,7 @@ func TestUnprivileged(t *testing.T) {
 	if err := os.Chown(tmp, id, id); err != nil {
 		t.Fatal(err)
 	}
-	cmd := exec.Command(test, "-test.run=^(TestCreate|TestRemove|TestRename|TestCopyUp)$", "-test.v", "-test.count=1")
+	cmd := exec.Command(test, "-test.run=^(TestCreate|TestRemove|TestRename|TestRenameBetweenDirectories|TestCopyUp)$", "-test.v", "-test.count=1")
 	cmd.Env = append(os.Environ(), unprivEnv+"=1", "TMPDIR="+tmp)
 	cmd.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: id, Gid: id}}
 	out, err := cmd.CombinedOutput()
@@ -61,7 +61,7 @@ func TestUnprivileged(t *testing.T) {
 		t.Fatalf("rule tests as uid %d: %v\n%s", id, err, out)
 	}
 	// The child must have run the rules, not skipped them.
-	for _, test := range []string{"TestCreate", "TestRemove", "TestRename", "TestCopyUp"} {
+	for _, test := range []string{"TestCreate", "TestRemove", "TestRename", "TestRenameBetweenDirectories", "TestCopyUp"} {
 		if !strings.Contains(string(out), "--- PASS: "+test+"/") {
 			t.Errorf("rule tests as uid %d: no case of %s passed:\n%s", id, test, out)
 		}
