@@ -34,6 +34,14 @@
 // EXDEV (redirect_dir=off). Markers are written as the kernel writes them,
 // trusted.overlay.* as root and user.overlay.* otherwise (package whiteout).
 //
+// These write rules are plain functions over upper directory descriptors
+// in package unionfs/rules (create over a whiteout, remove, rename, the
+// checks before each, one copy-up step), tested on temporary directories without FUSE
+// or root and against kernel overlayfs. The node methods (write.go,
+// rename.go) resolve the names, copy up, hold linkMu and update the
+// links; they hand what lookup found to the rules as a rules.Entry and
+// let the rules change the upper.
+//
 // # Inode numbers
 //
 // go-fuse merges nodes that share (mode, ino, gen), so numbers must be

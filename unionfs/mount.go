@@ -14,6 +14,7 @@ import (
 	"github.com/unionmount/unionmount/copyup"
 	"github.com/unionmount/unionmount/internal/lockrank"
 	"github.com/unionmount/unionmount/internal/rmtree"
+	"github.com/unionmount/unionmount/unionfs/rules"
 	"github.com/unionmount/unionmount/whiteout"
 	"golang.org/x/sys/unix"
 )
@@ -25,6 +26,9 @@ type unionFS struct {
 	hasUpper bool
 	work     int // fd of <workdir>/work, on the upper's filesystem
 	format   whiteout.Format
+	// upper applies the write-side union rules to the upper (package
+	// rules); nil without an upper.
+	upper *rules.Upper
 	// originXattr persists a copied-up entry's inode number in the upper.
 	// It lives under *.overlay.*, so kernel overlayfs hides it as its own
 	// private xattr when it mounts an upper we wrote.
@@ -109,6 +113,10 @@ func (u *unionFS) init() error {
 			return err
 		}
 		u.flushMatters = !closeNeverFails(u.layers[0].fd)
+		u.upper = &rules.Upper{Work: u.work, Format: u.format}
+		if opts.Debug {
+			u.upper.Logf = u.log.Printf
+		}
 	}
 	u.originXattr = "trusted.overlay.unionmount.origin"
 	if u.format.Rootless {

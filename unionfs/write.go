@@ -2,26 +2,15 @@ package unionfs
 
 import (
 	"context"
-	"errors"
 	"fmt"
-	"strconv"
-	"sync/atomic"
 	"syscall"
 
 	"github.com/hanwen/go-fuse/v2/fs"
 	"github.com/hanwen/go-fuse/v2/fuse"
 	"github.com/unionmount/unionmount/copyup"
-	"github.com/unionmount/unionmount/internal/rmtree"
-	"github.com/unionmount/unionmount/whiteout"
+	"github.com/unionmount/unionmount/unionfs/rules"
 	"golang.org/x/sys/unix"
 )
-
-var tmpCounter atomic.Uint64
-
-// tmpName is a unique name in the workdir for whiteout swaps and removals.
-func tmpName() string {
-	return "#unionmount-tmp-" + strconv.Itoa(unix.Getpid()) + "-" + strconv.FormatUint(tmpCounter.Add(1), 10)
-}
 
 // copyUp makes sure the node has an entry in the upper, copying its
 // parents first and then the node itself (ovl_copy_up). trunc skips the
@@ -82,23 +71,15 @@ func (u *unionFS) copyUp(n *node, trunc bool) error {
 		// kernel does with index=off: the other names keep the old one.
 		opts.Xattrs = map[string][]byte{u.originXattr: originValue(n.StableAttr().Ino)}
 	}
-	err = copyup.Entry(copyup.Source{DirFd: src.dir(), Name: name, Stat: st}, dst.fd, name, u.work, opts)
-	if err != nil && !errors.Is(err, unix.EEXIST) {
+	if err := u.upper.CopyUp(copyup.Source{DirFd: src.dir(), Name: name, Stat: st}, dst.fd, opts); err != nil {
 		return fmt.Errorf("copy up %q: %w", name, err)
 	}
 	if st.Mode&unix.S_IFMT == unix.S_IFDIR {
 		dirs = append([]layerDir{{layer: 0}}, dirs...)
 	}
 	var ust unix.Stat_t
-	if serr := unix.Fstatat(dst.fd, name, &ust, unix.AT_SYMLINK_NOFOLLOW); serr == nil {
-		if err != nil && (whiteout.IsCharWhiteout(&ust) || ust.Mode&unix.S_IFMT != st.Mode&unix.S_IFMT) {
-			// The name was removed (or replaced) while the copy ran:
-			// what holds it now is not this node's copy.
-			return fmt.Errorf("copy up %q: %w", name, unix.ENOENT)
-		}
+	if unix.Fstatat(dst.fd, name, &ust, unix.AT_SYMLINK_NOFOLLOW) == nil {
 		n.upperIno.Store(ust.Ino)
-	} else if err != nil {
-		return fmt.Errorf("copy up %q: %w", name, serr)
 	}
 	n.setState(0, dirs)
 	if alias {
@@ -117,91 +98,23 @@ func (n *node) upperDirOf() (*fdEntry, error) {
 	return n.u.dirFd(n, 0)
 }
 
-// woKind is what the upper holds at a name a new entry is made over.
-type woKind int
-
-const (
-	woNone woKind = iota
-	woChar        // a char 0/0 whiteout at the name
-	woAUFS        // a ".wh.NAME" beside it (the fallback format)
-)
-
 // prepareCreate readies the upper directory of n for a new entry name: it
-// copies n up and finds a whiteout of that name (ovl_create_over_whiteout),
-// which placeNew replaces. A whiteout tells the caller that a lower entry
-// of that name is hidden, so a new directory must be opaque.
+// copies n up and finds what the upper holds at the name (rules.SlotOf):
+// a whiteout there tells that a lower entry of that name is hidden, which
+// the new entry replaces (rules.Upper.Place).
 //
 // The directory comes back held: release it with u.fds.release, also on
 // error (nil is fine).
-func (n *node) prepareCreate(name string) (d *fdEntry, wo woKind, err error) {
-	if whiteout.Hidden(name) {
-		// A ".wh." name would read back as a whiteout.
-		return nil, woNone, unix.EPERM
-	}
-	if len(name) > 255 {
-		return nil, woNone, unix.ENAMETOOLONG
+func (n *node) prepareCreate(name string) (d *fdEntry, s rules.Slot, err error) {
+	if err := rules.CheckName(name); err != nil {
+		return nil, rules.Free, err
 	}
 	d, err = n.upperDirOf()
 	if err != nil {
-		return nil, woNone, err
+		return nil, rules.Free, err
 	}
-	var st unix.Stat_t
-	if unix.Fstatat(d.fd, name, &st, unix.AT_SYMLINK_NOFOLLOW) == nil {
-		if !whiteout.IsCharWhiteout(&st) {
-			return d, woNone, unix.EEXIST
-		}
-		return d, woChar, nil
-	}
-	if unix.Fstatat(d.fd, whiteout.Prefix+name, &st, unix.AT_SYMLINK_NOFOLLOW) == nil {
-		return d, woAUFS, nil
-	}
-	return d, woNone, nil
-}
-
-// placeNew makes a new entry name in the upper directory dfd: make creates
-// it, complete with owner and markers, at (atFd, atName). Over a char
-// whiteout it is made in the workdir and swapped with the whiteout in one
-// RENAME_EXCHANGE, as overlayfs does, so a crash shows the whiteout or the
-// new entry and never the lower entry in between. Over a ".wh.NAME" it is
-// made in place first (a real entry hides the marker beside it), and the
-// marker is removed after.
-func (u *unionFS) placeNew(dfd int, name string, wo woKind, make func(atFd int, atName string) error) error {
-	switch wo {
-	case woChar:
-		return u.swapIn(dfd, name, make)
-	case woAUFS:
-		if err := make(dfd, name); err != nil {
-			return err
-		}
-		return u.dropAUFSWhiteout(dfd, name)
-	}
-	return make(dfd, name)
-}
-
-// swapIn replaces the entry dfd/name in one RENAME_EXCHANGE with one that
-// make builds, complete, at (u.work, a temp name), then removes what it
-// replaced from the workdir (ovl_create_over_whiteout, ovl_clear_empty):
-// a crash shows the old entry or the new one, never neither.
-func (u *unionFS) swapIn(dfd int, name string, make func(atFd int, atName string) error) error {
-	tmp := tmpName()
-	err := make(u.work, tmp)
-	if err == nil {
-		err = unix.Renameat2(u.work, tmp, dfd, name, unix.RENAME_EXCHANGE)
-	}
-	// tmp is what was at name now, or the unused new entry.
-	if rerr := rmtree.RemoveAt(u.work, tmp); rerr != nil && u.opts.Debug {
-		u.log.Printf("remove %q from the workdir: %v", tmp, rerr)
-	}
-	return err
-}
-
-// dropAUFSWhiteout removes a ".wh.NAME" beside NAME in the upper directory
-// dfd, if there is one.
-func (u *unionFS) dropAUFSWhiteout(dfd int, name string) error {
-	if err := unix.Unlinkat(dfd, whiteout.Prefix+name, 0); err != nil && err != unix.ENOENT {
-		return err
-	}
-	return nil
+	s, err = rules.SlotOf(d.fd, name)
+	return d, s, err
 }
 
 // own gives a new upper entry at (atFd, name) to the calling user (the
@@ -238,6 +151,12 @@ func (u *unionFS) own(ctx context.Context, pfd, atFd int, name string, mode uint
 	return nil
 }
 
+// owner is own for a new entry of the upper directory pfd, as the rules
+// take it.
+func (u *unionFS) owner(ctx context.Context, pfd int, mode uint32) rules.Maker {
+	return func(at int, name string) error { return u.own(ctx, pfd, at, name, mode) }
+}
+
 // newUpperEntry registers an entry just made in the upper directory dfd.
 func (n *node) newUpperEntry(ctx context.Context, dfd int, name string, out *fuse.EntryOut) (*fs.Inode, error) {
 	res := resolution{top: 0}
@@ -255,25 +174,15 @@ func (n *node) newUpperEntry(ctx context.Context, dfd int, name string, out *fus
 var _ = (fs.NodeCreater)((*node)(nil))
 
 func (n *node) Create(ctx context.Context, name string, flags uint32, mode uint32, out *fuse.EntryOut) (*fs.Inode, fs.FileHandle, uint32, syscall.Errno) {
-	d, wo, err := n.prepareCreate(name)
+	d, slot, err := n.prepareCreate(name)
 	defer n.u.fds.release(d)
 	if err != nil {
 		return nil, nil, 0, n.u.errno("create", name, err)
 	}
 	dfd := d.fd
 	oflags := int(flags)&^(unix.O_APPEND|unix.O_NOCTTY|fuse.FMODE_EXEC) | unix.O_CREAT | unix.O_CLOEXEC | unix.O_NOFOLLOW
-	fd := -1
-	err = n.u.placeNew(dfd, name, wo, func(at int, atName string) error {
-		var err error
-		if fd, err = unix.Openat(at, atName, oflags, mode&07777); err != nil {
-			return err
-		}
-		return n.u.own(ctx, dfd, at, atName, unix.S_IFREG|mode)
-	})
+	fd, err := n.u.upper.Create(dfd, name, oflags, mode, slot, n.u.owner(ctx, dfd, unix.S_IFREG|mode))
 	if err != nil {
-		if fd >= 0 {
-			unix.Close(fd)
-		}
 		return nil, nil, 0, n.u.errno("create", name, err)
 	}
 	ch, err := n.newUpperEntry(ctx, dfd, name, out)
@@ -300,26 +209,13 @@ func (n *node) Create(ctx context.Context, name string, flags uint32, mode uint3
 var _ = (fs.NodeMkdirer)((*node)(nil))
 
 func (n *node) Mkdir(ctx context.Context, name string, mode uint32, out *fuse.EntryOut) (*fs.Inode, syscall.Errno) {
-	d, wo, err := n.prepareCreate(name)
+	d, slot, err := n.prepareCreate(name)
 	defer n.u.fds.release(d)
 	if err != nil {
 		return nil, n.u.errno("mkdir", name, err)
 	}
 	dfd := d.fd
-	err = n.u.placeNew(dfd, name, wo, func(at int, atName string) error {
-		if err := unix.Mkdirat(at, atName, mode&07777); err != nil {
-			return err
-		}
-		if wo != woNone {
-			// rmdir then mkdir of a merged dir: the new one must not show
-			// the old contents (ovl_create_over_whiteout sets opaque).
-			if err := n.u.setOpaque(at, atName); err != nil {
-				return err
-			}
-		}
-		return n.u.own(ctx, dfd, at, atName, unix.S_IFDIR|mode)
-	})
-	if err != nil {
+	if err := n.u.upper.Mkdir(dfd, name, mode, slot, n.u.owner(ctx, dfd, unix.S_IFDIR|mode)); err != nil {
 		return nil, n.u.errno("mkdir", name, err)
 	}
 	ch, err := n.newUpperEntry(ctx, dfd, name, out)
@@ -329,35 +225,19 @@ func (n *node) Mkdir(ctx context.Context, name string, mode uint32, out *fuse.En
 	return ch, 0
 }
 
-func (u *unionFS) setOpaque(dfd int, name string) error {
-	fd, err := unix.Openat(dfd, name, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
-	if err != nil {
-		return err
-	}
-	defer unix.Close(fd)
-	return u.format.SetOpaque(fd)
-}
-
 var _ = (fs.NodeMknoder)((*node)(nil))
 
 func (n *node) Mknod(ctx context.Context, name string, mode uint32, dev uint32, out *fuse.EntryOut) (*fs.Inode, syscall.Errno) {
-	if mode&unix.S_IFMT == unix.S_IFCHR && dev == 0 {
-		// A 0/0 device would read back as a whiteout (the kernel refuses too).
-		return nil, syscall.EPERM
+	if err := rules.CheckNode(mode, int(dev)); err != nil {
+		return nil, n.u.errno("mknod", name, err)
 	}
-	d, wo, err := n.prepareCreate(name)
+	d, slot, err := n.prepareCreate(name)
 	defer n.u.fds.release(d)
 	if err != nil {
 		return nil, n.u.errno("mknod", name, err)
 	}
 	dfd := d.fd
-	err = n.u.placeNew(dfd, name, wo, func(at int, atName string) error {
-		if err := unix.Mknodat(at, atName, mode, int(dev)); err != nil {
-			return err
-		}
-		return n.u.own(ctx, dfd, at, atName, mode)
-	})
-	if err != nil {
+	if err := n.u.upper.Mknod(dfd, name, mode, int(dev), slot, n.u.owner(ctx, dfd, mode)); err != nil {
 		return nil, n.u.errno("mknod", name, err)
 	}
 	ch, err := n.newUpperEntry(ctx, dfd, name, out)
@@ -370,19 +250,13 @@ func (n *node) Mknod(ctx context.Context, name string, mode uint32, dev uint32, 
 var _ = (fs.NodeSymlinker)((*node)(nil))
 
 func (n *node) Symlink(ctx context.Context, target, name string, out *fuse.EntryOut) (*fs.Inode, syscall.Errno) {
-	d, wo, err := n.prepareCreate(name)
+	d, slot, err := n.prepareCreate(name)
 	defer n.u.fds.release(d)
 	if err != nil {
 		return nil, n.u.errno("symlink", name, err)
 	}
 	dfd := d.fd
-	err = n.u.placeNew(dfd, name, wo, func(at int, atName string) error {
-		if err := unix.Symlinkat(target, at, atName); err != nil {
-			return err
-		}
-		return n.u.own(ctx, dfd, at, atName, unix.S_IFLNK)
-	})
-	if err != nil {
+	if err := n.u.upper.Symlink(dfd, target, name, slot, n.u.owner(ctx, dfd, unix.S_IFLNK)); err != nil {
 		return nil, n.u.errno("symlink", name, err)
 	}
 	ch, err := n.newUpperEntry(ctx, dfd, name, out)
@@ -402,13 +276,13 @@ func (n *node) Link(ctx context.Context, target fs.InodeEmbedder, name string, o
 	if err := n.u.copyUp(tn, false); err != nil {
 		return nil, n.u.errno("copy up for link", name, err)
 	}
-	d, wo, err := n.prepareCreate(name)
+	d, slot, err := n.prepareCreate(name)
 	defer n.u.fds.release(d)
 	if err != nil {
 		return nil, n.u.errno("link", name, err)
 	}
 	dfd := d.fd
-	err = n.u.placeNew(dfd, name, wo, func(at int, atName string) error {
+	err = n.u.upper.Place(dfd, name, slot, func(at int, atName string) error {
 		if tmp, err := tn.linkTmpfile(at, atName); tmp {
 			return err
 		}
@@ -443,31 +317,6 @@ func (u *unionFS) lowerHas(pd *dirAt, name string) (bool, error) {
 	return found, err
 }
 
-// removeUpper takes name out of the upper directory dfd. With whiteout it
-// leaves a whiteout in its place, atomically where the filesystem can
-// (RENAME_WHITEOUT). Directories go through the workdir so their
-// whiteouts are cleared before they disappear.
-func (u *unionFS) removeUpper(dfd int, name string, isDir, wo bool) error {
-	if !isDir && !wo {
-		return unix.Unlinkat(dfd, name, 0)
-	}
-	tmp := tmpName()
-	flags := uint(0)
-	if wo {
-		flags = unix.RENAME_WHITEOUT
-	}
-	err := unix.Renameat2(dfd, name, u.work, tmp, flags)
-	if err != nil && wo && (errors.Is(err, unix.EINVAL) || errors.Is(err, unix.EPERM)) {
-		if err = unix.Renameat2(dfd, name, u.work, tmp, 0); err == nil {
-			err = u.format.MakeWhiteout(dfd, name)
-		}
-	}
-	if err != nil {
-		return err
-	}
-	return rmtree.RemoveAt(u.work, tmp)
-}
-
 var _ = (fs.NodeUnlinker)((*node)(nil))
 
 func (n *node) Unlink(ctx context.Context, name string) syscall.Errno {
@@ -495,29 +344,20 @@ func (n *node) remove(name string, dir bool) syscall.Errno {
 	if !found {
 		return syscall.ENOENT
 	}
-	isDir := res.st.Mode&unix.S_IFMT == unix.S_IFDIR
-	if dir && !isDir {
-		return syscall.ENOTDIR
-	}
-	if !dir && isDir {
-		return syscall.EISDIR
-	}
-	if isDir {
+	e := rules.Entry{Dir: res.st.Mode&unix.S_IFMT == unix.S_IFDIR, Upper: res.upper(u), Merged: len(res.dirs) > 1}
+	err = rules.CheckRemove(e, dir, func() (bool, error) {
 		cd, done := u.childAt(pd, name, &res)
 		entries, err := u.merge(cd)
 		done()
-		if err != nil {
-			return u.errno("rmdir", name, err)
-		}
-		if len(entries) > 0 {
-			return syscall.ENOTEMPTY
-		}
+		return len(entries) == 0, err
+	})
+	if err != nil {
+		return u.errno("remove", name, err)
 	}
-	// A lower top entry needs a whiteout; an upper one only when a lower
-	// layer still shows the name below it.
-	wo := !res.upper(u)
-	if !wo {
-		if wo, err = u.lowerHas(pd, name); err != nil {
+	if e.Upper {
+		// A lower top entry needs a whiteout anyway; an upper one only
+		// when a lower layer still shows the name below it.
+		if e.Lower, err = u.lowerHas(pd, name); err != nil {
 			return u.errno("remove", name, err)
 		}
 	}
@@ -535,20 +375,15 @@ func (n *node) remove(name string, dir bool) syscall.Errno {
 	u.linkMu.Lock()
 	defer u.linkMu.Unlock()
 	u.linkGen.Add(1)
-	if victim != nil && isDir {
+	if victim != nil && e.Dir {
 		victim.pinLocked(res.top)
 	}
-	if res.upper(u) {
-		err = u.removeUpper(d.fd, name, isDir, wo)
-	} else {
-		err = u.format.MakeWhiteout(d.fd, name)
-	}
-	if err != nil {
+	if err := u.upper.Remove(d.fd, name, e); err != nil {
 		return u.errno("remove", name, err)
 	}
 	if victim != nil {
 		victim.dropLinkLocked(n, name)
-		if !res.upper(u) || res.st.Nlink <= 1 || isDir {
+		if !e.Upper || res.st.Nlink <= 1 || e.Dir {
 			victim.unlinked.Store(true)
 		}
 	}
