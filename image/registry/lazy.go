@@ -264,7 +264,11 @@ func (t *TailReaderAt) ReadAt(p []byte, off int64) (int, error) {
 // and verifies the TOC against tocDigest: ErrTOCMismatch if it differs.
 // rest serves the bytes before the tail (chunk reads).
 func OpenTOC(tail []byte, tailOffset, size int64, rest io.ReaderAt, tocDigest digest.Digest) (*estargz.Reader, estargz.TOCEntryVerifier, error) {
-	tr, err := estargz.Open(io.NewSectionReader(&TailReaderAt{Tail: tail, TailOffset: tailOffset, Rest: rest}, 0, size))
+	sr := io.NewSectionReader(&TailReaderAt{Tail: tail, TailOffset: tailOffset, Rest: rest}, 0, size)
+	if err := checkFooters(sr); err != nil {
+		return nil, nil, fmt.Errorf("%w: cannot read its eStargz TOC: %v", image.ErrCorrupt, err)
+	}
+	tr, err := openEstargz(sr)
 	if err != nil {
 		return nil, nil, fmt.Errorf("%w: cannot read its eStargz TOC: %v", image.ErrCorrupt, err)
 	}
@@ -273,6 +277,44 @@ func OpenTOC(tail []byte, tailOffset, size int64, rest io.ReaderAt, tocDigest di
 		return nil, nil, fmt.Errorf("%w (the TOC hashes to %s, the manifest says %s)", ErrTOCMismatch, tr.TOCDigest(), tocDigest)
 	}
 	return tr, v, nil
+}
+
+// checkFooters refuses a blob whose eStargz footer (either of the two
+// forms estargz.Open tries) points the TOC outside the blob: estargz.Open
+// v0.19.1 slices with such offsets unchecked and panics (found by
+// FuzzOpenTOC).
+func checkFooters(sr *io.SectionReader) error {
+	size := sr.Size()
+	for _, d := range []estargz.Decompressor{new(estargz.GzipDecompressor), new(estargz.LegacyGzipDecompressor)} {
+		fs := d.FooterSize()
+		if size < fs {
+			continue
+		}
+		footer := make([]byte, fs)
+		if _, err := sr.ReadAt(footer, size-fs); err != nil {
+			return fmt.Errorf("reading the footer: %v", err)
+		}
+		_, off, tsize, err := d.ParseFooter(footer)
+		if err != nil {
+			continue // not this form: estargz.Open skips it too
+		}
+		if off < 0 || off > size-fs || tsize < 0 || (tsize > 0 && tsize > size-fs-off) {
+			return fmt.Errorf("footer puts the TOC at %d+%d in a blob of %d bytes", off, tsize, size)
+		}
+	}
+	return nil
+}
+
+// openEstargz is estargz.Open for a blob a registry served: a panic in the
+// library on bytes it did not expect is an error about the blob, never
+// the end of the daemon.
+func openEstargz(sr *io.SectionReader) (tr *estargz.Reader, err error) {
+	defer func() {
+		if r := recover(); r != nil {
+			tr, err = nil, fmt.Errorf("malformed eStargz blob (%v)", r)
+		}
+	}()
+	return estargz.Open(sr)
 }
 
 // TOCSize is what a layer's files take, from its TOC: regular file bytes
